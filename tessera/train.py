@@ -37,6 +37,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     log_every: int = 10
     bf16: bool = True
+    stop_at: int = 0  # stop (checkpointed) after this step, as if interrupted; 0 runs to `steps`
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -107,12 +108,12 @@ def vae_loss(x: torch.Tensor, recon: torch.Tensor, mean: torch.Tensor, logvar: t
 
 @torch.no_grad()
 def measure_latent_stats(
-    vae: VideoVAE, seed: int, batches: int = 8, batch: int = 4
+    vae: VideoVAE, seed: int, size_px: int = 256, batches: int = 8, batch: int = 4
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of raw latents over fresh training clips."""
+    """Per-channel mean and std of raw latents over fresh training clips (17 frames, square)."""
     zs = []
     for i in range(batches):
-        x = vae_batch(seed + 1, 10_000 + i, batch, 17, 256, pan_fraction=0.1)
+        x = vae_batch(seed + 1, 10_000 + i, batch, 17, size_px, pan_fraction=0.1)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             mean, _ = vae.encode_moments(x)
         zs.append(mean.transpose(0, 1).reshape(mean.shape[1], -1))
@@ -171,10 +172,12 @@ def train_vae(
             )
             bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr:.1f}")
         opt.step()
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 in (cfg.steps, cfg.stop_at):
             save_training_state(state_path, vae, opt, step + 1, run_config)
+        if step + 1 == cfg.stop_at:
+            return state_path
     vae.eval()
-    mean, std = measure_latent_stats(vae, cfg.seed)
+    mean, std = measure_latent_stats(vae, cfg.seed, size_px=max(size_px, 2 * vae_cfg.spatial_factor))
     vae.latent_mean.copy_(mean)
     vae.latent_std.copy_(std.clamp_min(1e-3))
     final = out / "vae.safetensors"
@@ -329,13 +332,14 @@ def train_dit(
                 step=step, loss=loss.item(), grad_norm=gnorm.item(), lr=lr, s=el, tokens_per_s=tok_s, params=n_params
             )
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            save_training_state(
-                state_path, dit, opt, step + 1, run_config, {f"ema.{k}": v for k, v in ema.state_dict().items()}
-            )
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 in (cfg.steps, cfg.stop_at):
+            ema_tensors = {f"ema.{k}": v for k, v in ema.state_dict().items()}
+            save_training_state(state_path, dit, opt, step + 1, run_config, ema_tensors)
             save_generator(final, step + 1)
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
             quick_eval(step + 1)
+        if step + 1 == cfg.stop_at:
+            break
     return final
 
 
