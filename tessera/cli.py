@@ -7,6 +7,7 @@ saying what was wrong and what to do, and exits with code 2; no tracebacks.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -84,35 +85,29 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _mark(frames, pipe, req, generation_id: str, fps: int):
-    """Watermark the frames and record the fingerprint, when the safety modules are present."""
-    meta = {"comment": f"tessera model={pipe.name} generation={generation_id}"}
-    try:
-        from tessera.safety import fingerprint, watermark
-    except ImportError:  # pragma: no cover - safety modules are part of the package
-        return frames, meta
+    """Hide the watermark (model id + generation id) in the frames and record the fingerprint."""
+    from tessera.safety import fingerprint, watermark
+
     frames = watermark.embed(frames, watermark.make_payload(pipe.name, generation_id))
-    record = fingerprint.GenerationRecord(
+    record = fingerprint.GenerationRecord.from_frames(
+        frames,
         generation_id=generation_id,
         model_id=pipe.name,
         prompt=req.prompt,
         seed=req.seed,
         steps=req.steps,
         guidance=req.guidance,
-        width_px=frames.shape[2],
-        height_px=frames.shape[1],
-        frames=frames.shape[0],
         fps=fps,
-        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        video_hash=fingerprint.video_hash(frames),
     )
     fingerprint.FingerprintRegistry().add(record)
-    return frames, meta
+    return frames, {"comment": f"tessera model={pipe.name} generation={generation_id}"}
 
 
 # ----------------------------------------------------------------------------- verify
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0 when a watermark is found, 1 when none is, 2 on bad input."""
     from tessera.export import read_video
     from tessera.safety import fingerprint, watermark
 
@@ -122,21 +117,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from e
     payload, confidence = watermark.extract(frames)
     registry = fingerprint.FingerprintRegistry()
-    match = registry.nearest(frames)
-    result = {
-        "video": str(args.video),
-        "watermark": payload.hex() if payload else None,
-        "confidence": round(float(confidence), 3),
-    }
-    if match is not None:
-        record, distance = match
-        result["fingerprint"] = {
-            "generation_id": record.generation_id,
-            "model_id": record.model_id,
-            "distance": round(distance, 3),
-        }
-        if payload is not None:
-            result["payload_matches_record"] = payload == watermark.make_payload(record.model_id, record.generation_id)
+    result = {"video": str(args.video), "watermark": payload.hex() if payload else None, "confidence": round(confidence, 3)}
+    record = registry.find_payload(payload) if payload else None
+    if record is None:
+        match = registry.nearest(frames)
+        if match is not None:
+            record, result["fingerprint_distance"] = match[0], round(match[1], 3)
+    if record is not None:
+        result["generation"] = {"generation_id": record.generation_id, "model_id": record.model_id, "prompt": record.prompt}
     print(json.dumps(result))
     return 0 if payload is not None else 1
 
@@ -145,15 +133,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tessera.config import PRESETS, VAEConfig
+    from tessera.config import PRESETS
     from tessera.train import DiTTrainConfig, TrainConfig, train_dit, train_vae
 
     out = Path(args.out)
-    preset = PRESETS[args.preset]
+    preset = copy.deepcopy(PRESETS[args.preset])
     if args.stage in ("vae", "recipe"):
-        cfg = TrainConfig(steps=args.vae_steps, batch=6, lr=8e-4, warmup_steps=100, checkpoint_every=50, seed=args.seed)
-        vae_cfg = preset.vae if args.preset != "small" else VAEConfig()
-        train_vae(out / "vae", vae_cfg, cfg, frames=9, size_px=128)
+        cfg = TrainConfig(steps=args.vae_steps, batch=6, lr=1e-3, warmup_steps=100, checkpoint_every=50, seed=args.seed)
+        train_vae(out / "vae", preset.vae, cfg, frames=9, size_px=128)
     if args.stage in ("dit", "recipe"):
         vae_path = Path(args.vae) if args.vae else out / "vae" / "vae.safetensors"
         if not vae_path.is_file():
@@ -169,6 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             clips=args.clips,
             seed=args.seed,
             eval_every=args.eval_every,
+            eval_prompts=16,
         )
         final = train_dit(out / "dit", preset, vae_path, cfg)
         print(f"generation checkpoint: {final}")
@@ -243,11 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default="small", choices=["tiny", "small", "base"])
     t.add_argument("--vae", default=None, help="VAE checkpoint for the dit stage (default OUT/vae/vae.safetensors)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--vae-steps", type=int, default=1400)
-    t.add_argument("--dit-steps", type=int, default=6000)
+    t.add_argument("--vae-steps", type=int, default=1200)
+    t.add_argument("--dit-steps", type=int, default=3000)
     t.add_argument("--batch", type=int, default=16)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--clips", type=int, default=4096)
+    t.add_argument("--lr", type=float, default=8e-4)
+    t.add_argument("--clips", type=int, default=2048)
     t.add_argument("--eval-every", type=int, default=500)
     t.set_defaults(func=cmd_train)
 

@@ -6,7 +6,6 @@ frames = pipe("a red circle moving left on a black background", seed=0)  # (T, H
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -22,6 +21,10 @@ from tessera.diffusion.sample import euler_sample, guided
 from tessera.models.dit import DiT
 from tessera.models.text import TextEmbedding, TextEncoder
 from tessera.models.vae import VideoVAE
+
+
+MIN_SIDE_PX = 128  # every output carries the invisible watermark, whose tile is 128 px
+MAX_SIDE_PX = 2048
 
 
 def bundled_checkpoint() -> Path:
@@ -75,13 +78,15 @@ class TesseraPipeline:
         dur = cfg.duration_s if req.duration_s is None else req.duration_s
         unit = cfg.vae.spatial_factor * cfg.dit.patch_hw
         for name, v in (("width", w), ("height", h)):
-            if v < unit or v % unit:
-                near = max(unit, round(v / unit) * unit)
+            near = min(max(round(v / unit) * unit, MIN_SIDE_PX), MAX_SIDE_PX)
+            if v % unit:
                 raise ValueError(
                     f"{name} {v} px is not a multiple of {unit} (VAE {cfg.vae.spatial_factor} × patch {cfg.dit.patch_hw}); try {near}"
                 )
-            if v > 2048:
-                raise ValueError(f"{name} {v} px is above the supported 2048 px")
+            if not MIN_SIDE_PX <= v <= MAX_SIDE_PX:
+                raise ValueError(
+                    f"{name} {v} px is outside the supported {MIN_SIDE_PX}–{MAX_SIDE_PX} px (the watermark needs {MIN_SIDE_PX}); try {near}"
+                )
         if not 1 <= fps <= 60:
             raise ValueError(f"fps {fps} is outside the supported range 1–60")
         if not (0 < dur <= cfg.max_duration_s):
@@ -138,8 +143,3 @@ class TesseraPipeline:
     @staticmethod
     def _cond(e: TextEmbedding) -> dict:
         return {"text_tokens": e.tokens, "text_mask": e.mask, "text_pooled": e.pooled}
-
-
-def frames_for(duration_s: float, fps: int, temporal_factor: int) -> int:
-    """Frame count 1 + k × temporal_factor closest to duration_s × fps."""
-    return 1 + max(1, math.floor((duration_s * fps - 1) / temporal_factor + 0.5)) * temporal_factor

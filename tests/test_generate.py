@@ -17,7 +17,7 @@ def pipe(tiny_checkpoint):
 
 
 def test_sampling_is_deterministic_for_a_seed(pipe):
-    kw = dict(steps=3, width_px=64, height_px=64, duration_s=1.0)
+    kw = dict(steps=3, width_px=128, height_px=128, duration_s=1.0)
     a = pipe("a red circle", seed=5, **kw)
     b = pipe("a red circle", seed=5, **kw)
     c = pipe("a red circle", seed=6, **kw)
@@ -31,10 +31,10 @@ def test_sampling_is_deterministic_for_a_seed(pipe):
 
 
 def test_request_sizes(pipe):
-    frames, h, w, fps = pipe.resolve(GenerateRequest("x", width_px=96, height_px=64, duration_s=2.0, fps=8))
-    assert (frames, h, w, fps) == (17, 64, 96, 8)
-    out = pipe("x", steps=2, width_px=96, height_px=64, duration_s=2.0)
-    assert out.shape == (17, 64, 96, 3) and out.dtype == np.uint8
+    frames, h, w, fps = pipe.resolve(GenerateRequest("x", width_px=192, height_px=128, duration_s=2.0, fps=8))
+    assert (frames, h, w, fps) == (17, 128, 192, 8)
+    out = pipe("x", steps=2, width_px=192, height_px=128, duration_s=2.0)
+    assert out.shape == (17, 128, 192, 3) and out.dtype == np.uint8
 
 
 def test_mp4_plays_back_with_the_right_frames(tmp_path):
@@ -66,9 +66,9 @@ def test_cli_generate_writes_a_playable_mp4(tiny_checkpoint, tmp_path, capsys, m
             "--steps",
             "2",
             "--width",
-            "64",
+            "128",
             "--height",
-            "96",
+            "192",
             "--duration-s",
             "1",
             "--fps",
@@ -79,7 +79,7 @@ def test_cli_generate_writes_a_playable_mp4(tiny_checkpoint, tmp_path, capsys, m
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["output"] == str(out)
     info = probe(out)
-    assert (info["width"], info["height"], info["frames"], info["pix_fmt"]) == (64, 96, 9, "yuv420p")
+    assert (info["width"], info["height"], info["frames"], info["pix_fmt"]) == (128, 192, 9, "yuv420p")
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,8 @@ def test_cli_generate_writes_a_playable_mp4(tiny_checkpoint, tmp_path, capsys, m
     [
         (["generate", "   "], "prompt is empty"),
         (["generate", "a red circle", "--width", "250"], "try 256"),
-        (["generate", "a red circle", "--height", "100"], "try 96"),
+        (["generate", "a red circle", "--height", "100"], "try 128"),
+        (["generate", "a red circle", "--height", "64"], "supported 128"),
         (["generate", "a red circle", "--duration-s", "60"], "duration"),
         (["generate", "a red circle", "--duration-s", "0"], "duration"),
         (["generate", "a red circle", "--steps", "0"], "steps"),
@@ -120,3 +121,18 @@ def test_cli_rejects_corrupt_checkpoint_and_unwritable_output(tmp_path, tiny_che
         target = str(ro / "o.mp4")
     assert main(["generate", "a red circle", "--checkpoint", str(tiny_checkpoint), "-o", target]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_generated_file_carries_a_watermark_that_verify_reads(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path / "home"))
+    out = tmp_path / "v.mp4"
+    args = ["generate", "a red circle", "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--steps", "2"]
+    assert main(args + ["--width", "128", "--height", "128", "--duration-s", "1"]) == 0
+    generation_id = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["generation_id"]
+    assert main(["verify", str(out)]) == 0
+    found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert found["generation"]["generation_id"] == generation_id
+    # an unmarked video has no watermark: exit 1
+    plain = write_mp4(np.full((9, 128, 128, 3), 40, dtype=np.uint8), tmp_path / "plain.mp4", fps=8)
+    assert main(["verify", str(plain)]) == 1
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["watermark"] is None

@@ -22,20 +22,6 @@ class TextEmbedding:
     mask: torch.Tensor  # (B, L) bool, True for real tokens
     pooled: torch.Tensor  # (B, D) mean of the real tokens
 
-    def repeat(self, n: int) -> TextEmbedding:
-        return TextEmbedding(self.tokens.repeat(n, 1, 1), self.mask.repeat(n, 1), self.pooled.repeat(n, 1))
-
-    def index(self, idx) -> TextEmbedding:
-        return TextEmbedding(self.tokens[idx], self.mask[idx], self.pooled[idx])
-
-    @staticmethod
-    def cat(items: list[TextEmbedding]) -> TextEmbedding:
-        return TextEmbedding(
-            torch.cat([i.tokens for i in items]),
-            torch.cat([i.mask for i in items]),
-            torch.cat([i.pooled for i in items]),
-        )
-
 
 def default_model_path() -> str:
     try:

@@ -1,0 +1,235 @@
+"""Watermark and fingerprint: round trips, robustness to H.264 / resize / crop, no false positives."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.ndimage import gaussian_filter
+
+from tessera.export import read_video, write_mp4
+from tessera.safety import fingerprint as fp
+from tessera.safety import watermark as wm
+
+T, H, W = 17, 256, 256
+PAYLOAD = wm.make_payload("tessera-small", "gen-0001")
+
+
+# -- clips ----------------------------------------------------------------------------------------
+
+
+def disks_clip(seed: int = 0, t: int = T, h: int = H, w: int = W) -> np.ndarray:
+    """Coloured disks drifting over a dark, slightly graded background. (T, H, W, 3) uint8"""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    centres = rng.uniform(0.2, 0.8, (4, 2)) * [h, w]
+    velocity = rng.uniform(-4, 4, (4, 2))  # px per frame
+    radius = rng.uniform(18, 40, 4)
+    colour = rng.uniform(60, 240, (4, 3))
+    out = np.empty((t, h, w, 3), np.uint8)
+    for i in range(t):
+        frame = np.array([18, 20, 30], np.float32) + (yy / h * 20)[..., None]  # (H, W, 3)
+        for c, v, r, col in zip(centres, velocity, radius, colour):
+            cy, cx = c + v * i
+            frame[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = col
+        out[i] = np.clip(frame, 0, 255)
+    return out
+
+
+def texture_clip(seed: int = 1, t: int = T, h: int = H, w: int = W) -> np.ndarray:
+    """Smooth random texture panning 2 px down and 1 px right per frame. (T, H, W, 3) uint8"""
+    rng = np.random.default_rng(seed)
+    field = gaussian_filter(rng.normal(size=(h + 2 * t, w + t, 3)), (3, 3, 0))
+    field = (field - field.mean()) / field.std() * 40 + 120
+    return np.stack([np.clip(field[2 * i : 2 * i + h, i : i + w], 0, 255) for i in range(t)]).astype(np.uint8)
+
+
+def flat_shapes_clip(t: int = T, h: int = H, w: int = W) -> np.ndarray:
+    """A flat red square sliding across a flat grey background, like the shapes world. (T, H, W, 3) uint8"""
+    out = np.full((t, h, w, 3), 110, np.uint8)
+    for i in range(t):
+        out[i, 100:160, 20 + 6 * i : 80 + 6 * i] = (220, 40, 40)
+    return out
+
+
+def noise_clip(t: int = T, h: int = H, w: int = W) -> np.ndarray:
+    return np.random.default_rng(2).integers(0, 256, (t, h, w, 3), dtype=np.uint8)
+
+
+# -- attacks --------------------------------------------------------------------------------------
+
+
+def h264(frames: np.ndarray, tmp_path, crf: int = 28) -> np.ndarray:
+    """Round trip through libx264 (yuv420p) in an MP4 file, written and read with PyAV."""
+    path = write_mp4(frames, tmp_path / f"clip_{crf}.mp4", fps=16, crf=crf)
+    decoded, _ = read_video(path)
+    assert decoded.shape == frames.shape
+    return decoded
+
+
+def resize(frames: np.ndarray, h: int, w: int) -> np.ndarray:
+    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BICUBIC)) for f in frames])
+
+
+def centre_crop(frames: np.ndarray, keep: float = 0.8) -> np.ndarray:
+    _, h, w, _ = frames.shape
+    ch, cw = int(h * keep), int(w * keep)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return frames[:, top : top + ch, left : left + cw]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255**2 / mse))
+
+
+@pytest.fixture(scope="module")
+def clips() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name -> (original, marked)."""
+    out = {}
+    for name, clip in (("disks", disks_clip()), ("texture", texture_clip())):
+        out[name] = (clip, wm.embed(clip, PAYLOAD))
+    return out
+
+
+# -- watermark ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["disks", "texture"])
+def test_round_trip_is_invisible_and_exact(clips, name):
+    original, marked = clips[name]
+    assert marked.shape == original.shape and marked.dtype == np.uint8
+    assert 38.0 <= psnr(original, marked) < 60.0  # hidden, but actually there
+    payload, confidence = wm.extract(marked)
+    assert payload == PAYLOAD
+    assert confidence > 0.9
+
+
+@pytest.mark.parametrize("name", ["disks", "texture"])
+def test_survives_h264_crf28(clips, name, tmp_path):
+    decoded = h264(clips[name][1], tmp_path)
+    assert wm.extract(decoded)[0] == PAYLOAD
+
+
+@pytest.mark.parametrize("name", ["disks", "texture"])
+@pytest.mark.parametrize("size", [192, 384])
+def test_survives_resize(clips, name, size):
+    found = wm.detect(resize(clips[name][1], size, size))
+    assert found.payload == PAYLOAD
+    assert found.scale == pytest.approx(size / W, rel=0.01)
+
+
+@pytest.mark.parametrize("name", ["disks", "texture"])
+def test_survives_central_crop(clips, name):
+    cropped = centre_crop(clips[name][1], 0.8)
+    assert cropped.shape[1:3] == (204, 204)
+    assert wm.extract(cropped)[0] == PAYLOAD
+
+
+def test_survives_crop_resize_and_h264_together(clips, tmp_path):
+    attacked = h264(resize(centre_crop(clips["disks"][1], 0.8), 154, 154), tmp_path)
+    assert wm.extract(attacked)[0] == PAYLOAD
+
+
+@pytest.mark.parametrize(
+    "make", [noise_clip, flat_shapes_clip, disks_clip, texture_clip], ids=["noise", "flat", "disks", "texture"]
+)
+def test_unmarked_clips_give_none(make):
+    payload, confidence = wm.extract(make())
+    assert payload is None
+    assert confidence < 0.5
+
+
+def test_unmarked_h264_clip_gives_none(tmp_path):
+    assert wm.extract(h264(disks_clip(seed=3), tmp_path))[0] is None
+
+
+def test_wrong_payload_is_not_read(clips):
+    other = wm.embed(clips["disks"][0], wm.make_payload("tessera-small", "gen-0002"))
+    payload = wm.extract(other)[0]
+    assert payload is not None and payload != PAYLOAD
+    assert wm.payload_matches(payload, "tessera-small", "gen-0002")
+    assert wm.payload_matches(payload, "tessera-small") and not wm.payload_matches(payload, "tessera-base")
+
+
+def test_code_corrects_noise_and_rejects_random_bits():
+    rng = np.random.default_rng(0)
+    coded = wm.encode_bits(PAYLOAD)  # (188,)
+    assert coded.shape == (wm.CODED_BITS,)
+    noisy = (1.0 - 2.0 * coded) + rng.normal(0, 0.8, coded.shape)  # ~11 % of hard bits wrong
+    assert np.mean((noisy < 0) != coded) > 0.05
+    assert wm.decode_bits(noisy) == PAYLOAD
+    assert all(wm.decode_bits(rng.normal(size=wm.CODED_BITS)) is None for _ in range(200))
+
+
+def test_embed_and_extract_are_fast():
+    clip = disks_clip(seed=5)
+    start = time.process_time()
+    assert wm.extract(wm.embed(clip, PAYLOAD))[0] == PAYLOAD
+    assert time.process_time() - start < 2.0
+
+
+def test_embed_rejects_bad_input():
+    with pytest.raises(ValueError, match="uint8"):
+        wm.embed(np.zeros((2, 256, 256, 3), np.float32), PAYLOAD)
+    with pytest.raises(ValueError, match="too small"):
+        wm.embed(np.zeros((2, 64, 64, 3), np.uint8), PAYLOAD)
+    with pytest.raises(ValueError, match="8 bytes"):
+        wm.embed(disks_clip(t=2), b"short")
+
+
+# -- fingerprint ----------------------------------------------------------------------------------
+
+
+def test_video_hash_is_robust_and_discriminative(clips, tmp_path):
+    disks, texture = clips["disks"][0], clips["texture"][0]
+    h = fp.video_hash(disks)
+    assert fp.hash_distance(h, fp.video_hash(h264(disks, tmp_path))) < 0.1
+    assert fp.hash_distance(h, fp.video_hash(resize(disks, 192, 192))) < 0.1
+    assert fp.hash_distance(h, fp.video_hash(clips["disks"][1])) < 0.1  # the watermark does not move it
+    assert fp.hash_distance(h, fp.video_hash(texture)) > 0.3
+    assert fp.hash_distance(h, fp.video_hash(disks_clip(seed=9))) > 0.3
+
+
+def record_for(frames: np.ndarray, generation_id: str) -> fp.GenerationRecord:
+    meta = dict(generation_id=generation_id, model_id="tessera-small", prompt="disks", seed=1, steps=30)
+    return fp.GenerationRecord.from_frames(frames, guidance=5.0, fps=16.0, **meta)
+
+
+def test_registry_add_get_nearest_and_payload(tmp_path):
+    registry = fp.FingerprintRegistry(tmp_path / "reg" / "fingerprints.jsonl")
+    assert registry.get("gen-a") is None and registry.nearest(disks_clip()) is None
+    a, b = disks_clip(seed=0), texture_clip(seed=1)
+    record_a = record_for(a, "gen-a")
+    registry.add(record_a)
+    registry.add(record_for(b, "gen-b"))
+    assert registry.get("gen-a") == record_a  # every field survives the JSON round trip
+    assert (record_a.width_px, record_a.height_px, record_a.frames) == (W, H, T)
+    match = registry.nearest(resize(b, 192, 192))
+    assert match is not None and match[0].generation_id == "gen-b" and match[1] < 0.1
+    assert registry.nearest(disks_clip(seed=9)) is None  # nothing close
+    assert registry.find_payload(wm.make_payload("tessera-small", "gen-b")).generation_id == "gen-b"
+
+
+def test_registry_survives_truncated_last_line(tmp_path):
+    path = tmp_path / "fingerprints.jsonl"
+    registry = fp.FingerprintRegistry(path)
+    registry.add(record_for(disks_clip(t=4), "gen-a"))
+    line = json.dumps(record_for(disks_clip(t=4), "gen-b").__dict__)
+    with open(path, "a") as f:
+        f.write(line[: len(line) // 2])  # a crash mid-write
+    assert [r.generation_id for r in registry.records()] == ["gen-a"]
+    registry.add(record_for(disks_clip(t=4), "gen-c"))
+    assert [r.generation_id for r in registry.records()] == ["gen-a", "gen-c"]
+    assert len(path.read_text().splitlines()) == 3  # the broken line stays, on its own
+
+
+def test_registry_default_path_follows_tessera_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path / "home"))
+    registry = fp.FingerprintRegistry()
+    assert registry.path == tmp_path / "home" / "fingerprints.jsonl"
+    registry.add(record_for(disks_clip(t=4), "gen-a"))
+    assert fp.FingerprintRegistry().get("gen-a") is not None
