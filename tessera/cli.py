@@ -117,14 +117,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from e
     payload, confidence = watermark.extract(frames)
     registry = fingerprint.FingerprintRegistry()
-    result = {"video": str(args.video), "watermark": payload.hex() if payload else None, "confidence": round(confidence, 3)}
+    result = {
+        "video": str(args.video),
+        "watermark": payload.hex() if payload else None,
+        "confidence": round(confidence, 3),
+    }
     record = registry.find_payload(payload) if payload else None
     if record is None:
         match = registry.nearest(frames)
         if match is not None:
             record, result["fingerprint_distance"] = match[0], round(match[1], 3)
     if record is not None:
-        result["generation"] = {"generation_id": record.generation_id, "model_id": record.model_id, "prompt": record.prompt}
+        result["generation"] = {
+            "generation_id": record.generation_id,
+            "model_id": record.model_id,
+            "prompt": record.prompt,
+        }
     print(json.dumps(result))
     return 0 if payload is not None else 1
 

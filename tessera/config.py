@@ -62,7 +62,9 @@ class ModelConfig:
     width_px: int = 256
     duration_s: float = 2.0
     max_duration_s: float = 4.0
-    timestep_shift: float = 1.5  # flow-matching shift, same in training and sampling: >1 spends more steps at high noise
+    timestep_shift: float = (
+        1.5  # flow-matching shift, same in training and sampling: >1 spends more steps at high noise
+    )
 
 
 PRESETS: dict[str, ModelConfig] = {

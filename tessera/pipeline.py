@@ -22,7 +22,6 @@ from tessera.models.dit import DiT
 from tessera.models.text import TextEmbedding, TextEncoder
 from tessera.models.vae import VideoVAE
 
-
 MIN_SIDE_PX = 128  # every output carries the invisible watermark, whose tile is 128 px
 MAX_SIDE_PX = 2048
 

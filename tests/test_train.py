@@ -31,9 +31,19 @@ def test_vae_resume_matches_straight_run(tmp_path):
 
 
 def test_dit_resume_matches_straight_run(tmp_path):
-    vae_path = train_vae(tmp_path / "vae", TINY.vae, TrainConfig(steps=1, batch=1, warmup_steps=1), frames=5, size_px=32)
+    vae_path = train_vae(
+        tmp_path / "vae", TINY.vae, TrainConfig(steps=1, batch=1, warmup_steps=1), frames=5, size_px=32
+    )
     cfg = DiTTrainConfig(
-        steps=4, batch=2, warmup_steps=1, checkpoint_every=10, clips=6, frames=5, height_px=32, width_px=64, eval_every=0
+        steps=4,
+        batch=2,
+        warmup_steps=1,
+        checkpoint_every=10,
+        clips=6,
+        frames=5,
+        height_px=32,
+        width_px=64,
+        eval_every=0,
     )
     straight = train_dit(tmp_path / "a", dataclasses.replace(TINY), vae_path, cfg)
     train_dit(tmp_path / "b", dataclasses.replace(TINY), vae_path, dataclasses.replace(cfg, stop_at=2))
