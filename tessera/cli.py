@@ -165,6 +165,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             eval_every=args.eval_every,
             eval_prompts=16,
+            init_from=args.init_from or "",
         )
         final = train_dit(out / "dit", preset, vae_path, cfg)
         print(f"generation checkpoint: {final}")
@@ -240,11 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vae", default=None, help="VAE checkpoint for the dit stage (default OUT/vae/vae.safetensors)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--vae-steps", type=int, default=1200)
-    t.add_argument("--dit-steps", type=int, default=3000)
+    t.add_argument("--dit-steps", type=int, default=1900)
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr", type=float, default=8e-4)
     t.add_argument("--clips", type=int, default=2048)
     t.add_argument("--eval-every", type=int, default=500)
+    t.add_argument("--init-from", default=None, help="start the DiT from this generation checkpoint's weights")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="prompt adherence measured from the decoded frames")

@@ -200,6 +200,7 @@ class DiTTrainConfig(TrainConfig):
     ema_decay: float = 0.999
     eval_every: int = 500  # steps between quick adherence checks (0: never)
     eval_prompts: int = 24
+    init_from: str = ""  # generation checkpoint whose DiT weights start the run (continue training a bundled model)
 
 
 class TextTable:
@@ -276,6 +277,11 @@ def train_dit(
     dit = DiT(model_cfg.dit)
     ema = copy.deepcopy(dit).requires_grad_(False)
     opt = torch.optim.AdamW(dit.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99), fused=True)
+    if cfg.init_from:
+        tensors, _, _ = checkpoint.load(cfg.init_from)
+        dit.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "dit").items()})
+        ema.load_state_dict(dit.state_dict())
+        print(f"DiT initialised from {cfg.init_from}")
     state_path = out / "dit_state.safetensors"
     run_config = {"model": asdict(model_cfg), "train": asdict(cfg)}
     start = 0

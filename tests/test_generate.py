@@ -136,3 +136,27 @@ def test_generated_file_carries_a_watermark_that_verify_reads(tiny_checkpoint, t
     plain = write_mp4(np.full((9, 128, 128, 3), 40, dtype=np.uint8), tmp_path / "plain.mp4", fps=8)
     assert main(["verify", str(plain)]) == 1
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["watermark"] is None
+
+
+def test_bundled_model_ships_and_generates(tmp_path):
+    from tessera.pipeline import bundled_checkpoint
+
+    path = bundled_checkpoint()
+    assert path.is_file(), "the bundled model is missing from tessera/weights"
+    weights = sorted(path.parent.glob("*.safetensors"))
+    assert sum(p.stat().st_size for p in weights) <= 60 * 1024 * 1024
+    pipe = TesseraPipeline.from_checkpoint()
+    frames = pipe("a red circle moving left on a black background", steps=4, width_px=128, height_px=128, duration_s=1)
+    assert frames.shape == (9, 128, 128, 3)
+    assert frames.std() > 5  # not a blank clip
+
+
+@pytest.mark.slow
+def test_bundled_model_follows_prompts():
+    """A small adherence check of the bundled model (the full figure comes from `tessera eval`)."""
+    from tessera.eval import adherence, eval_cases
+
+    pipe = TesseraPipeline.from_checkpoint()
+    cases = eval_cases(24, seed=5)
+    result, _ = adherence(lambda ps, ss: pipe.generate([GenerateRequest(p, seed=s) for p, s in zip(ps, ss)]), cases)
+    assert result["all"]["colour"] >= 0.8 and result["all"]["background"] >= 0.8, result
