@@ -9,24 +9,11 @@ from einops import rearrange
 from tessera.data.captions import training_text
 from tessera.data.world import ClipSpec, WorldConfig, render, sample_spec
 
-# (height_px, width_px) shapes drawn for training: square, landscape, portrait
-SHAPES_PX = {
-    "square": (256, 256),
-    "landscape": (256, 448),
-    "portrait": (448, 256),
-}
-
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float (3, T, H, W) in [-1, 1]."""
     x = torch.from_numpy(frames).float().div(127.5).sub(1.0)
     return rearrange(x, "t h w c -> c t h w")
-
-
-def tensor_to_frames(x: torch.Tensor) -> np.ndarray:
-    """float (3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
-    x = rearrange(x.detach().float().clamp(-1, 1), "c t h w -> t h w c")
-    return ((x + 1.0) * 127.5).round().byte().cpu().numpy()
 
 
 def clip_rng(seed: int, index: int) -> np.random.Generator:

@@ -176,21 +176,21 @@ class FingerprintRegistry:
                 continue
             yield record
 
-    def get(self, generation_id: str) -> GenerationRecord | None:
-        """The latest record with this generation id, or None."""
+    def _latest(self, match) -> GenerationRecord | None:
+        """The last record for which `match(record)` is true, or None."""
         found = None
         for record in self.records():
-            if record.generation_id == generation_id:
+            if match(record):
                 found = record
         return found
 
+    def get(self, generation_id: str) -> GenerationRecord | None:
+        """The latest record with this generation id, or None."""
+        return self._latest(lambda r: r.generation_id == generation_id)
+
     def find_payload(self, payload: bytes) -> GenerationRecord | None:
         """The latest record whose watermark payload is `payload` (from `watermark.extract`), or None."""
-        found = None
-        for record in self.records():
-            if record.payload == payload:
-                found = record
-        return found
+        return self._latest(lambda r: r.payload == payload)
 
     def nearest(
         self, frames: np.ndarray, max_distance: float = MATCH_DISTANCE
