@@ -146,6 +146,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     preset = copy.deepcopy(PRESETS[args.preset])
+    if args.shift is not None:
+        if not 0.1 <= args.shift <= 20:
+            raise UsageError(f"--shift {args.shift} is outside 0.1..20; 1 is no shift, the small preset uses 1.5")
+        preset.timestep_shift = args.shift
     if args.stage in ("vae", "recipe"):
         cfg = TrainConfig(steps=args.vae_steps, batch=6, lr=1e-3, warmup_steps=100, checkpoint_every=50, seed=args.seed)
         train_vae(out / "vae", preset.vae, cfg, frames=9, size_px=128)
@@ -159,7 +163,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             steps=args.dit_steps,
             batch=args.batch,
             lr=args.lr,
-            warmup_steps=200,
+            warmup_steps=args.warmup,
             checkpoint_every=100,
             clips=args.clips,
             seed=args.seed,
@@ -246,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=8e-4)
     t.add_argument("--clips", type=int, default=2048)
     t.add_argument("--eval-every", type=int, default=500)
+    t.add_argument("--shift", type=float, default=None, help="timestep shift for training and sampling (default: preset)")
+    t.add_argument("--warmup", type=int, default=200, help="DiT warmup steps")
     t.add_argument("--init-from", default=None, help="start the DiT from this generation checkpoint's weights")
     t.set_defaults(func=cmd_train)
 
