@@ -1,0 +1,271 @@
+"""Quality filters: measured values of one clip, each compared with a threshold.
+
+Every filter stores what it measured and the threshold it was held to, so a rejection
+can be checked and thresholds retuned from the manifest without decoding again.
+
+| filter     | value                                                                  | rejects when  |
+|------------|------------------------------------------------------------------------|---------------|
+| shake      | jitter of the frame-to-frame global shift (phase correlation), % of short side | above |
+| blur       | Laplacian energy / gradient energy of the grey frames (contrast-free)  | below         |
+| compression| luma steps on the 8-px block grid / steps elsewhere (1 = no blocks)    | above         |
+| bitrate    | bits per pixel per frame of the source stream                          | below         |
+| dark       | 99th percentile of luma, 0..255 (the highlights of the shot)           | below         |
+| static     | mean absolute difference between frames 1/8 s apart, % of the luma range | below       |
+| too_short  | clip duration in seconds (set when shots are cut into clips)           | below         |
+| unsafe     | probability of an unsafe label from an image classifier (optional)    | above         |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+UNSAFE_NOT_CONFIGURED = "unsafe filter: not configured"
+
+
+@dataclass
+class FilterConfig:
+    analysis_fps: float = 8.0  # frames are sampled at this rate from the start of the clip
+    analysis_frames: int = 24  # at most this many frames are measured
+    analysis_side_px: int = 256  # frames are measured at this short side (never up-scaled); blocks at native size
+    max_shake_pct: float = 1.2
+    min_sharpness: float = 0.1
+    max_blockiness: float = 1.3
+    min_bits_per_pixel: float = 0.002
+    min_highlight_luma: float = 60.0
+    min_motion_pct: float = 0.2
+    unsafe_model: str = ""  # local transformers image-classification folder; "" disables the filter
+    unsafe_labels: tuple[str, ...] = field(default=("nsfw", "unsafe", "porn", "hentai", "sexy", "explicit"))
+    max_unsafe: float = 0.5
+
+
+# ----------------------------------------------------------------------------- measures
+
+
+def grey(frames: np.ndarray) -> np.ndarray:
+    """uint8 RGB (T, H, W, 3) -> float32 luma (T, H, W) in 0..255 (BT.601 weights)."""
+    f = frames.astype(np.float32)
+    return f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
+
+
+def downscale(frames: np.ndarray, side_px: int) -> np.ndarray:
+    """Resize (T, H, W, ...) so the short side is at most `side_px` (area filter); never up-scales."""
+    h, w = frames.shape[1:3]
+    s = side_px / min(h, w)
+    if s >= 1:
+        return frames
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def global_shifts(luma: np.ndarray, min_response: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """Frame-to-frame global translation (dx, dy) in px by phase correlation, and which pairs are reliable.
+
+    Frames are smoothed first (sigma 1 px) so an 8-px compression grid does not pull the
+    peak to zero shift. A pair whose correlation peak is below `min_response` (no single
+    translation explains it: a spinning object, a cut, heavy artefacts) is marked unreliable.
+    Returns shifts (T-1, 2) and reliable (T-1,) bool.
+    """
+    h, w = luma.shape[1:]
+    win = cv2.createHanningWindow((w, h), cv2.CV_32F)
+    smooth = [cv2.GaussianBlur(f, (0, 0), 1.0) for f in luma]
+    peaks = [cv2.phaseCorrelate(a, b, win) for a, b in zip(smooth[:-1], smooth[1:])]
+    shifts = np.asarray([p[0] for p in peaks], np.float64).reshape(-1, 2)
+    reliable = np.asarray([p[1] >= min_response for p in peaks], bool)
+    return shifts, reliable
+
+
+def shake_pct(shifts: np.ndarray, reliable: np.ndarray, short_side_px: int) -> float:
+    """Jitter of the global shift, in % of the short side: how much it changes from one frame pair to the next.
+
+    A steady pan changes its shift slowly; a hand-held camera changes it every frame along
+    both axes. The value is the median change on the quieter axis, so an object bouncing
+    along one axis is not taken for shake, and the median ignores the odd frame where an
+    object, not the camera, wins the correlation. Fewer than 3 reliable changes give 0.
+    """
+    both = reliable[1:] & reliable[:-1]
+    jumps = np.abs(np.diff(shifts, axis=0))[both]  # (n, 2)
+    if len(jumps) < 3:
+        return 0.0
+    return float(np.median(jumps, axis=0).min() / short_side_px * 100)
+
+
+def sharpness(luma: np.ndarray) -> float:
+    """Energy of the Laplacian over energy of the gradient, over all frames.
+
+    Both scale with contrast, so the ratio does not: a dark or low-contrast clip is not
+    called blurred. Blur removes the second derivative faster than the first.
+    """
+    lap = np.stack([cv2.Laplacian(f, cv2.CV_32F, ksize=1) for f in luma])
+    gx = np.diff(luma, axis=2)
+    gy = np.diff(luma, axis=1)
+    grad = (gx**2).mean() + (gy**2).mean()
+    if grad < 1e-3:
+        return 0.0
+    return float((lap**2).mean() / grad / 8)
+
+
+def blockiness(luma: np.ndarray, block_px: int = 8) -> float:
+    """Mean luma step across 8-px block boundaries over the mean step elsewhere (native resolution).
+
+    1 means no visible block grid; heavy DCT compression gives steps on the grid.
+    """
+    dx = np.abs(np.diff(luma, axis=2))  # step between column x and x+1
+    dy = np.abs(np.diff(luma, axis=1))
+    ratios = []
+    for d in (dx, dy):
+        n = d.shape[-1] if d is dx else d.shape[-2]
+        idx = np.arange(n)
+        on = (idx % block_px) == block_px - 1
+        if on.sum() == 0:
+            continue
+        a = d[..., on].mean() if d is dx else d[:, on, :].mean()
+        b = d[..., ~on].mean() if d is dx else d[:, ~on, :].mean()
+        ratios.append((a + 0.5) / (b + 0.5))
+    return float(np.mean(ratios)) if ratios else 1.0
+
+
+def highlight_luma(luma: np.ndarray) -> float:
+    """99th percentile of luma: how bright the brightest parts are (a black background is not 'too dark')."""
+    return float(np.percentile(luma, 99))
+
+
+def motion_pct(luma: np.ndarray) -> float:
+    """Mean absolute difference between consecutive analysed frames, in % of the clip's luma range.
+
+    Relative to the range (1st to 99th percentile), so a dim clip that moves is not called static.
+    """
+    if len(luma) < 2:
+        return 0.0
+    lo, hi = np.percentile(luma, [1, 99])
+    return float(np.abs(np.diff(luma, axis=0)).mean() / max(hi - lo, 16.0) * 100)
+
+
+# ----------------------------------------------------------------------------- facts for captions
+
+_COLOUR_HUES = {"red": 0, "orange": 25, "yellow": 55, "green": 120, "cyan": 180, "blue": 225, "purple": 275, "pink": 325}
+
+
+def dominant_colour(frames: np.ndarray) -> str:
+    """Name of the most common saturated hue, or a grey level when little is saturated."""
+    f = frames[:: max(1, len(frames) // 4)]
+    hsv = np.stack([cv2.cvtColor(x, cv2.COLOR_RGB2HSV_FULL) for x in f]).reshape(-1, 3).astype(np.float32)
+    hue, sat, val = hsv[:, 0] * 360 / 256, hsv[:, 1] / 255, hsv[:, 2] / 255
+    vivid = (sat > 0.35) & (val > 0.25)
+    if vivid.mean() < 0.02:
+        v = val.mean()
+        return "black" if v < 0.2 else "dark grey" if v < 0.4 else "grey" if v < 0.7 else "white"
+    names = list(_COLOUR_HUES)
+    centres = np.array(list(_COLOUR_HUES.values()), np.float32)
+    d = np.abs(hue[vivid, None] - centres[None])
+    d = np.minimum(d, 360 - d)
+    counts = np.bincount(d.argmin(1), minlength=len(names))
+    return names[int(counts.argmax())]
+
+
+def camera_motion(
+    shifts: np.ndarray, reliable: np.ndarray, fps: float, short_side_px: int, shake: float, max_shake_pct: float
+) -> str:
+    """A word for the camera: static, pan left/right, tilt up/down, hand-held or shaky."""
+    if shake > max_shake_pct:
+        return "shaky"
+    if reliable.sum() < 2:
+        return "static"
+    v = np.median(shifts[reliable], axis=0) * fps / short_side_px  # share of the frame per second the content moves
+    speed = float(np.hypot(*v))
+    if speed < 0.05:
+        return "hand-held" if shake > max_shake_pct / 3 else "static"
+    # content moving left means the camera pans right
+    if abs(v[0]) >= abs(v[1]):
+        return "pan right" if v[0] < 0 else "pan left"
+    return "tilt down" if v[1] < 0 else "tilt up"
+
+
+# ----------------------------------------------------------------------------- one clip
+
+
+def measure(frames: np.ndarray, probe: dict, cfg: FilterConfig) -> tuple[dict, dict]:
+    """Filters and caption facts of one clip from its frames sampled at `cfg.analysis_fps`.
+
+    Returns (filters {name: {"value", "threshold", "pass"}}, facts {...}).
+    """
+    native = grey(frames)  # (T, H, W) at the video's own resolution: block grid intact
+    small = downscale(native, cfg.analysis_side_px)
+    side = min(small.shape[1:])
+    shifts, reliable = global_shifts(small)
+    values = {
+        "shake": (shake_pct(shifts, reliable, side), cfg.max_shake_pct, "max"),
+        "blur": (sharpness(small), cfg.min_sharpness, "min"),
+        "compression": (blockiness(native), cfg.max_blockiness, "max"),
+        "bitrate": (float(probe.get("bits_per_pixel", 1.0)), cfg.min_bits_per_pixel, "min"),
+        "dark": (highlight_luma(small), cfg.min_highlight_luma, "min"),
+        "static": (motion_pct(small), cfg.min_motion_pct, "min"),
+    }
+    filters = {}
+    for name, (v, t, kind) in values.items():
+        ok = v <= t if kind == "max" else v >= t
+        filters[name] = {"value": round(v, 4), "threshold": t, "pass": bool(ok)}
+    facts = {
+        "mean_luma": round(float(small.mean()), 1),
+        "colour": dominant_colour(downscale(frames, 64)),
+        "camera": camera_motion(shifts, reliable, cfg.analysis_fps, side, values["shake"][0], cfg.max_shake_pct),
+        "motion": round(values["static"][0], 2),
+    }
+    return filters, facts
+
+
+# ----------------------------------------------------------------------------- unsafe content
+
+
+class UnsafeClassifier:
+    """An image classifier from a local `transformers` folder; score = probability of any unsafe label.
+
+    No safety classifier ships with Tessera or its dependencies; point `path` at one you
+    trust (a folder saved with `save_pretrained`, with its image-processor config).
+    """
+
+    def __init__(self, path: str | Path, unsafe_labels: tuple[str, ...]):
+        import torch
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise ValueError(
+                f"unsafe classifier folder {path} has no config.json; pass a folder saved with save_pretrained"
+            )
+        self.processor = AutoImageProcessor.from_pretrained(str(path))
+        self.model = AutoModelForImageClassification.from_pretrained(str(path)).eval()
+        labels = {int(i): str(n).lower() for i, n in self.model.config.id2label.items()}
+        wanted = {x.lower() for x in unsafe_labels}
+        self.unsafe_ids = sorted(i for i, n in labels.items() if n in wanted)
+        if not self.unsafe_ids:
+            raise ValueError(
+                f"unsafe classifier labels are {sorted(labels.values())}; none is one of {sorted(wanted)}; "
+                "pass --unsafe-labels with the model's unsafe label names"
+            )
+        self._torch = torch
+
+    def score(self, frames: np.ndarray) -> float:
+        """Highest unsafe probability over three frames (first, middle, last) of uint8 (T, H, W, 3)."""
+        pick = frames[[0, len(frames) // 2, len(frames) - 1]]
+        with self._torch.no_grad():
+            inputs = self.processor(images=list(pick), return_tensors="pt")
+            probs = self.model(**inputs).logits.float().softmax(-1)  # (3, labels)
+        return float(probs[:, self.unsafe_ids].sum(-1).max())
+
+
+_CLASSIFIERS: dict[tuple, UnsafeClassifier] = {}
+
+
+def unsafe_filter(frames: np.ndarray, cfg: FilterConfig) -> dict:
+    """The `unsafe` filter entry; says it is not configured when no model folder is given."""
+    if not cfg.unsafe_model:
+        return {"value": None, "threshold": None, "pass": True, "note": UNSAFE_NOT_CONFIGURED}
+    key = (cfg.unsafe_model, tuple(cfg.unsafe_labels))
+    if key not in _CLASSIFIERS:  # one model per worker process
+        _CLASSIFIERS[key] = UnsafeClassifier(cfg.unsafe_model, cfg.unsafe_labels)
+    p = _CLASSIFIERS[key].score(frames)
+    return {"value": round(p, 4), "threshold": cfg.max_unsafe, "pass": bool(p <= cfg.max_unsafe)}
