@@ -1,4 +1,4 @@
-"""The `tessera` command: generate | train | eval | verify.
+"""The `tessera` command: generate | train | eval | verify | prepare.
 
 Every user error (bad prompt, size, duration, checkpoint, output path) prints one line
 saying what was wrong and what to do, and exits with code 2; no tracebacks.
@@ -153,8 +153,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.stage in ("vae", "recipe"):
         cfg = TrainConfig(steps=args.vae_steps, batch=6, lr=1e-3, warmup_steps=100, checkpoint_every=50, seed=args.seed)
         train_vae(out / "vae", preset.vae, cfg, frames=9, size_px=128)
+    if args.data and args.stage != "dit":
+        raise UsageError("--data is for `tessera train dit`; train the VAE on the shapes world first")
     if args.stage in ("dit", "recipe"):
-        vae_path = Path(args.vae) if args.vae else out / "vae" / "vae.safetensors"
+        default_vae = Path(args.data) / "vae.safetensors" if args.data else out / "vae" / "vae.safetensors"
+        vae_path = Path(args.vae) if args.vae else default_vae
+        if args.data and not any((Path(args.data) / "latents").glob("shard_*.safetensors")):
+            raise UsageError(
+                f"--data {args.data} has no latents/shard_*.safetensors; run `tessera prepare SRC --out {args.data}`"
+            )
         if not vae_path.is_file():
             raise UsageError(
                 f"VAE checkpoint {vae_path} not found; run `tessera train vae --out {out}` first or pass --vae"
@@ -170,9 +177,60 @@ def cmd_train(args: argparse.Namespace) -> int:
             eval_every=args.eval_every,
             eval_prompts=16,
             init_from=args.init_from or "",
+            data_dir=args.data or "",
         )
         final = train_dit(out / "dit", preset, vae_path, cfg)
         print(f"generation checkpoint: {final}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Videos -> cleaned, captioned, encoded dataset; prints the summary table and JSON."""
+    from tessera.checkpoint import CheckpointError
+    from tessera.data.filters import FilterConfig
+    from tessera.data.ingest import ShotConfig, SourceError
+    from tessera.data.prepare import PrepareConfig, prepare, summary_table
+
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers} must be at least 1")
+    for name in ("captioner_model", "unsafe_model"):
+        folder = getattr(args, name)
+        if folder and not Path(folder).is_dir():
+            raise UsageError(
+                f"--{name.replace('_', '-')} {folder} is not a folder; pass a local transformers model folder"
+            )
+    cfg = PrepareConfig(
+        shots=ShotConfig(threshold=args.shot_threshold, min_duration_s=args.min_s, max_duration_s=args.max_s),
+        filters=FilterConfig(
+            max_shake_pct=args.max_shake_pct,
+            min_sharpness=args.min_sharpness,
+            max_blockiness=args.max_blockiness,
+            min_bits_per_pixel=args.min_bits_per_pixel,
+            min_highlight_luma=args.min_highlight_luma,
+            min_motion_pct=args.min_motion_pct,
+            unsafe_model=args.unsafe_model or "",
+            unsafe_labels=tuple(x.strip() for x in args.unsafe_labels.split(",") if x.strip()),
+            max_unsafe=args.max_unsafe,
+        ),
+        captioner_model=args.captioner_model or "",
+        encode=not args.no_encode,
+        checkpoint=args.checkpoint or "",
+        shapes=tuple(x.strip() for x in args.shapes.split(",") if x.strip()),
+        frames=args.frames,
+        fps=args.fps,
+        clips_per_shard=args.clips_per_shard,
+    )
+    t0 = time.time()
+    try:
+        summary = prepare(args.src, args.out, cfg, workers=args.workers, progress=not args.quiet)
+    except (SourceError, CheckpointError, ValueError) as e:
+        raise UsageError(str(e)) from e
+    summary["seconds"] = round(time.time() - t0, 1)
+    print(summary_table(summary), file=sys.stderr)
+    print(json.dumps(summary))
     return 0
 
 
@@ -250,10 +308,43 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=8e-4)
     t.add_argument("--clips", type=int, default=2048)
     t.add_argument("--eval-every", type=int, default=500)
-    t.add_argument("--shift", type=float, default=None, help="timestep shift for training and sampling (default: preset)")
+    t.add_argument(
+        "--shift", type=float, default=None, help="timestep shift for training and sampling (default: preset)"
+    )
     t.add_argument("--warmup", type=int, default=200, help="DiT warmup steps")
     t.add_argument("--init-from", default=None, help="start the DiT from this generation checkpoint's weights")
+    t.add_argument(
+        "--data", default=None, help="train the DiT on a dataset made by `tessera prepare` (its VAE by default)"
+    )
     t.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("prepare", help="videos -> probed, split, filtered, captioned, encoded training dataset")
+    pr.add_argument("src", help="a folder, a glob (quoted) or a list file of videos (mp4, mov, mkv, webm, avi)")
+    pr.add_argument("--out", required=True, help="dataset folder; rerun with the same folder to resume")
+    pr.add_argument("--workers", type=int, default=1, help="processes per stage")
+    pr.add_argument("--min-s", type=float, default=2.0, help="clips shorter than this many seconds are rejected")
+    pr.add_argument("--max-s", type=float, default=8.0, help="longer shots are cut into clips of at most this")
+    pr.add_argument("--shot-threshold", type=float, default=27.0, help="PySceneDetect ContentDetector threshold")
+    pr.add_argument("--max-shake-pct", type=float, default=1.2, help="camera jitter, %% of the short side")
+    pr.add_argument("--min-sharpness", type=float, default=0.1, help="Laplacian / gradient energy")
+    pr.add_argument("--max-blockiness", type=float, default=1.3, help="8-px block-edge steps / other steps")
+    pr.add_argument("--min-bits-per-pixel", type=float, default=0.002, help="source bit rate per pixel per frame")
+    pr.add_argument("--min-highlight-luma", type=float, default=60.0, help="99th percentile luma, 0..255")
+    pr.add_argument("--min-motion-pct", type=float, default=0.2, help="frame difference, %% of the luma range")
+    pr.add_argument("--unsafe-model", default=None, help="local image-classification folder; default: no unsafe filter")
+    pr.add_argument(
+        "--unsafe-labels", default="nsfw,unsafe,porn,hentai,sexy,explicit", help="the model's unsafe labels"
+    )
+    pr.add_argument("--max-unsafe", type=float, default=0.5, help="reject above this unsafe probability")
+    pr.add_argument("--captioner-model", default=None, help="local image-to-text folder (GIT, BLIP); default: rules")
+    pr.add_argument("--no-encode", action="store_true", help="stop after captions: no latents, no shards")
+    pr.add_argument("--checkpoint", default=None, help="generation or VAE checkpoint for the latents; default: bundled")
+    pr.add_argument("--shapes", default="256x256,448x256,256x448", help="training shapes WIDTHxHEIGHT, comma-separated")
+    pr.add_argument("--frames", type=int, default=17, help="frames per clip, 1 + 4k")
+    pr.add_argument("--fps", type=float, default=8.0, help="frame rate the clip frames are sampled at")
+    pr.add_argument("--clips-per-shard", type=int, default=256)
+    pr.add_argument("--quiet", action="store_true", help="no progress bars")
+    pr.set_defaults(func=cmd_prepare)
 
     e = sub.add_parser("eval", help="prompt adherence measured from the decoded frames")
     e.add_argument("--checkpoint", default=None)

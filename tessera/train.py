@@ -201,6 +201,7 @@ class DiTTrainConfig(TrainConfig):
     eval_every: int = 500  # steps between quick adherence checks (0: never)
     eval_prompts: int = 24
     init_from: str = ""  # generation checkpoint whose DiT weights start the run (continue training a bundled model)
+    data_dir: str = ""  # a dataset made by `tessera prepare`: train on DATA_DIR/latents instead of the shapes world
 
 
 class TextTable:
@@ -264,9 +265,12 @@ def train_dit(
     model_cfg.dit.in_channels = vae.cfg.latent_channels
 
     # 1. latents and texts, encoded once
-    world = WorldConfig(seed=cfg.seed)
-    build_latent_cache(vae, out / "latents", cfg.clips, cfg.frames, cfg.height_px, cfg.width_px, world)
-    latents, texts = load_latent_cache(out / "latents")
+    if cfg.data_dir:
+        latents, texts = load_latent_cache(Path(cfg.data_dir) / "latents")
+    else:
+        world = WorldConfig(seed=cfg.seed)
+        build_latent_cache(vae, out / "latents", cfg.clips, cfg.frames, cfg.height_px, cfg.width_px, world)
+        latents, texts = load_latent_cache(out / "latents")
     encoder = TextEncoder(model_cfg.text)
     table = TextTable(encoder, [t for ts in texts for t in ts])
     clip_texts = [[table.index[t] for t in ts] for ts in texts]

@@ -146,7 +146,16 @@ def motion_pct(luma: np.ndarray) -> float:
 
 # ----------------------------------------------------------------------------- facts for captions
 
-_COLOUR_HUES = {"red": 0, "orange": 25, "yellow": 55, "green": 120, "cyan": 180, "blue": 225, "purple": 275, "pink": 325}
+_COLOUR_HUES = {
+    "red": 0,
+    "orange": 25,
+    "yellow": 55,
+    "green": 120,
+    "cyan": 180,
+    "blue": 225,
+    "purple": 275,
+    "pink": 325,
+}
 
 
 def dominant_colour(frames: np.ndarray) -> str:

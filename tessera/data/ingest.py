@@ -87,7 +87,7 @@ def name_words(stem: str) -> str:
 
 
 def probe_video(path: str | Path) -> dict:
-    """Duration, frame rate, size, codec and bit rate of a video, or {"reason": ...} when it cannot be used.
+    """Duration, frame rate, size, codec and bit rate of a video, or {"reason", "detail"} when it cannot be used.
 
     Besides reading the header, the first frame and a frame near the end are decoded, so a
     file cut short by a failed download is found here and not in a later stage.
@@ -96,14 +96,14 @@ def probe_video(path: str | Path) -> dict:
     try:
         size_bytes = path.stat().st_size
     except OSError as e:
-        return {"reason": f"unreadable: {e.strerror or e}"}
+        return _reject("unreadable", f"cannot read the file: {e.strerror or e}")
     if size_bytes == 0:
-        return {"reason": "empty file (0 bytes)"}
+        return _reject("empty_file", "the file has 0 bytes")
     try:
         with av.open(str(path)) as c:
             if not c.streams.video:
                 kind = "audio-only" if c.streams.audio else "no streams"
-                return {"reason": f"no video stream ({kind})"}
+                return _reject("no_video_stream", f"no video stream ({kind})")
             s = c.streams.video[0]
             fps = float(s.average_rate or s.guessed_rate or 0)
             w, h = s.codec_context.width, s.codec_context.height
@@ -123,23 +123,23 @@ def probe_video(path: str | Path) -> dict:
                 "size_bytes": size_bytes,
             }
     except (av.error.FFmpegError, OSError, ValueError) as e:
-        return {"reason": f"not a readable video ({type(e).__name__}: {_short(e)})"}
+        return _reject("not_a_video", f"not a readable video ({type(e).__name__}: {_short(e)})")
     if not fps > 0:
-        return {"reason": "no frame rate in the video stream"}
+        return _reject("bad_stream", "no frame rate in the video stream")
     if not duration > 0:
-        return {"reason": "zero duration"}
+        return _reject("zero_length", "the video stream has zero duration")
     if w < 16 or h < 16:
-        return {"reason": f"frame size {w}x{h} px is below 16 px"}
+        return _reject("bad_stream", f"frame size {w}x{h} px is below 16 px")
     # decode the first frame and one near the end: catches truncated downloads
     try:
         first = read_frames(path, [0.0])
         last = read_frames(path, [max(0.0, duration - 1.5 / fps)])
     except (av.error.FFmpegError, OSError, ValueError) as e:
-        return {"reason": f"undecodable ({type(e).__name__}: {_short(e)})"}
+        return _reject("undecodable", f"frames do not decode ({type(e).__name__}: {_short(e)})")
     if len(first) == 0:
-        return {"reason": "no decodable frames"}
+        return _reject("undecodable", "no frame decodes")
     if len(last) == 0:
-        return {"reason": f"truncated: no frame decodes near the stated end ({duration:.2f} s)"}
+        return _reject("truncated", f"no frame decodes near the stated end ({duration:.2f} s)")
     bpp = info["bitrate_bps"] / (w * h * fps)
     info["bits_per_pixel"] = round(bpp, 5)
     return info
@@ -147,6 +147,11 @@ def probe_video(path: str | Path) -> dict:
 
 def _short(e: Exception) -> str:
     return " ".join(str(e).split())[:160]
+
+
+def _reject(reason: str, detail: str) -> dict:
+    """A stage result that rejects the item: a short reason code for the summary, a sentence for people."""
+    return {"reason": reason, "detail": detail}
 
 
 # ----------------------------------------------------------------------------- frames
@@ -256,5 +261,5 @@ def split_source(source: str, probe: dict, cfg: ShotConfig) -> dict:
     try:
         shots = detect_shots(source, probe["duration_s"], probe["fps"], cfg)
     except Exception as e:  # noqa: BLE001 - any decoder failure rejects this file, the run goes on
-        return {"reason": f"shot detection failed ({type(e).__name__}: {_short(e)})"}
+        return _reject("undecodable", f"shot detection failed ({type(e).__name__}: {_short(e)})")
     return {"clips": shots_to_clips(source, shots, cfg)}

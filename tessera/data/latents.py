@@ -82,4 +82,10 @@ def load_latent_cache(out: Path) -> tuple[torch.Tensor, list[list[str]]]:
         tensors, _, meta = checkpoint.load(p)
         latents.append(tensors["latents"])
         texts += json.loads(meta["texts"])
+    shapes = sorted({tuple(z.shape[1:]) for z in latents})
+    if len(shapes) > 1:
+        raise ValueError(
+            f"latent shards in {out} hold {len(shapes)} shapes {shapes}; training reads one shape for now: "
+            "prepare the dataset with one --shapes entry, e.g. --shapes 256x256"
+        )
     return torch.cat(latents), texts
