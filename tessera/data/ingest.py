@@ -210,11 +210,14 @@ class ShotConfig:
 
 def detect_shots(path: str | Path, duration_s: float, fps: float, cfg: ShotConfig) -> list[tuple[float, float]]:
     """Shot boundaries (start_s, end_s) found by PySceneDetect's ContentDetector; one shot if no cut."""
+    import logging
+
     from scenedetect import ContentDetector, detect
 
+    logging.getLogger("pyscenedetect").setLevel(logging.WARNING)
     min_len = max(1, round(cfg.min_shot_s * fps))
     scenes = detect(str(path), ContentDetector(threshold=cfg.threshold, min_scene_len=min_len), backend="pyav")
-    shots = [(a.get_seconds(), b.get_seconds()) for a, b in scenes]
+    shots = [(float(a.seconds), float(b.seconds)) for a, b in scenes]
     return shots or [(0.0, duration_s)]
 
 

@@ -31,6 +31,7 @@ import math
 import multiprocessing
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -239,6 +240,7 @@ class Runner:
     def __init__(self, workers: int, progress: bool):
         self.workers, self.progress = workers, progress
         self.pool: cf.ProcessPoolExecutor | None = None
+        self.timings: dict[str, dict] = {}  # stage -> items run now and seconds (not written: a resume differs)
 
     def __enter__(self) -> Runner:
         if self.workers > 1:
@@ -253,6 +255,7 @@ class Runner:
     def run(self, desc: str, journal: Journal | None, items: list[tuple[str, Callable, tuple]]) -> dict[str, dict]:
         from tqdm import tqdm
 
+        t0 = time.perf_counter()
         done = dict(journal.done) if journal else {}
         todo = [(k, fn, args) for k, fn, args in items if k not in done]
         bar = tqdm(
@@ -273,6 +276,7 @@ class Runner:
             for fut in cf.as_completed(futures):
                 finish(futures[fut], fut.result())
         bar.close()
+        self.timings[desc] = {"items": len(todo), "seconds": round(time.perf_counter() - t0, 3)}
         return done
 
 
@@ -386,7 +390,7 @@ def prepare(src: str | Path, out: str | Path, cfg: PrepareConfig, workers: int =
     write_manifest(out / "manifest.jsonl", records.values())
     summary = summarise(records.values(), cfg)
     write_atomic(out / "summary.json", json.dumps(summary, indent=1, sort_keys=True) + "\n")
-    return summary
+    return {**summary, "stage_timings": runner.timings}
 
 
 def _encode(runner: Runner, out: Path, cfg: PrepareConfig, kept: list[dict]) -> list[dict]:
@@ -433,6 +437,7 @@ def _encode(runner: Runner, out: Path, cfg: PrepareConfig, kept: list[dict]) -> 
         raise RuntimeError(f"{len(failed)} clip(s) could not be encoded, first {failed[0]['id']}; rerun to retry")
 
     # shards, each one shape, written atomically; per-clip files removed once their shard exists
+    t0 = time.perf_counter()
     for path, shape, rs in shards:
         w, h = parse_shape(shape)
         if not path.exists():
@@ -442,7 +447,13 @@ def _encode(runner: Runner, out: Path, cfg: PrepareConfig, kept: list[dict]) -> 
             checkpoint.save(path, {"latents": torch.stack(z)}, meta, texts=texts)
         for r in rs:
             (clip_dir / clip_file(r["id"])).unlink(missing_ok=True)
+    runner.timings["shards"] = {"items": len(shards), "seconds": round(time.perf_counter() - t0, 3)}
+    t0 = time.perf_counter()
     write_text_embeddings(lat_dir / "text_embeddings.safetensors", [t for r in kept for t in r["texts"]])
+    runner.timings["text"] = {
+        "items": len({t for r in kept for t in r["texts"]}),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
     return kept
 
 

