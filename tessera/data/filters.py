@@ -6,8 +6,8 @@ can be checked and thresholds retuned from the manifest without decoding again.
 | filter     | value                                                                  | rejects when  |
 |------------|------------------------------------------------------------------------|---------------|
 | shake      | jitter of the frame-to-frame global shift (phase correlation), % of short side | above |
-| blur       | Laplacian energy / gradient energy of the grey frames (contrast-free)  | below         |
-| compression| luma steps on the 8-px block grid / steps elsewhere (1 = no blocks)    | above         |
+| blur       | Laplacian energy / gradient energy near edges of the luma (contrast-free) | below      |
+| compression| median luma step on 8-px grid lines / between them (1 = no blocks)   | above         |
 | bitrate    | bits per pixel per frame of the source stream                          | below         |
 | dark       | 99th percentile of luma, 0..255 (the highlights of the shot)           | below         |
 | static     | mean absolute difference between frames 1/8 s apart, % of the luma range | below       |
@@ -32,8 +32,8 @@ class FilterConfig:
     analysis_frames: int = 24  # at most this many frames are measured
     analysis_side_px: int = 256  # frames are measured at this short side (never up-scaled); blocks at native size
     max_shake_pct: float = 1.2
-    min_sharpness: float = 0.1
-    max_blockiness: float = 1.3
+    min_sharpness: float = 0.12
+    max_blockiness: float = 1.2
     min_bits_per_pixel: float = 0.002
     min_highlight_luma: float = 60.0
     min_motion_pct: float = 0.2
@@ -93,39 +93,61 @@ def shake_pct(shifts: np.ndarray, reliable: np.ndarray, short_side_px: int) -> f
     return float(np.median(jumps, axis=0).min() / short_side_px * 100)
 
 
-def sharpness(luma: np.ndarray) -> float:
-    """Energy of the Laplacian over energy of the gradient, over all frames.
+def sharpness(luma: np.ndarray, min_gradient: float = 1.0) -> float:
+    """Energy of the Laplacian over energy of the gradient, near edges, over all frames.
 
     Both scale with contrast, so the ratio does not: a dark or low-contrast clip is not
-    called blurred. Blur removes the second derivative faster than the first.
+    called blurred. Blur removes the second derivative faster than the first. Only pixels
+    near a gradient above `min_gradient` luma levels per px count, so compression noise on
+    flat areas does not pass for detail. luma: (T, H, W) float.
     """
-    lap = np.stack([cv2.Laplacian(f, cv2.CV_32F, ksize=1) for f in luma])
-    gx = np.diff(luma, axis=2)
-    gy = np.diff(luma, axis=1)
-    grad = (gx**2).mean() + (gy**2).mean()
-    if grad < 1e-3:
-        return 0.0
-    return float((lap**2).mean() / grad / 8)
+    lap_e = grad_e = 0.0
+    kernel = np.ones((3, 3), np.uint8)
+    for f in luma:
+        gy, gx = np.gradient(f)
+        g2 = gx * gx + gy * gy
+        near = cv2.dilate((g2 > min_gradient**2).astype(np.uint8), kernel).astype(bool)
+        lap_e += float((cv2.Laplacian(f, cv2.CV_32F, ksize=1)[near] ** 2).sum())
+        grad_e += float(g2[near].sum())
+    return lap_e / grad_e / 8 if grad_e > 0 else 0.0
 
 
-def blockiness(luma: np.ndarray, block_px: int = 8) -> float:
+def blockiness(luma: np.ndarray, block_px: int = 8, max_step: float = 8.0) -> float:
     """Mean luma step across 8-px block boundaries over the mean step elsewhere (native resolution).
 
-    1 means no visible block grid; heavy DCT compression gives steps on the grid.
+    Steps are clipped at `max_step` luma levels: compression leaves many small steps on
+    the grid, while a strong edge of the picture that happens to lie on the grid (a still
+    object) must count no more than a small one. 1 means no visible block grid.
     """
-    dx = np.abs(np.diff(luma, axis=2))  # step between column x and x+1
-    dy = np.abs(np.diff(luma, axis=1))
     ratios = []
-    for d in (dx, dy):
-        n = d.shape[-1] if d is dx else d.shape[-2]
-        idx = np.arange(n)
-        on = (idx % block_px) == block_px - 1
-        if on.sum() == 0:
+    for axis in (2, 1):
+        d = np.minimum(np.abs(np.diff(luma, axis=axis)), max_step)  # step between pixel i and i+1
+        on = (np.arange(d.shape[axis]) % block_px) == block_px - 1
+        if not on.any() or on.all():
             continue
-        a = d[..., on].mean() if d is dx else d[:, on, :].mean()
-        b = d[..., ~on].mean() if d is dx else d[:, ~on, :].mean()
-        ratios.append((a + 0.5) / (b + 0.5))
+        ratios.append((np.compress(on, d, axis=axis).mean() + 0.5) / (np.compress(~on, d, axis=axis).mean() + 0.5))
     return float(np.mean(ratios)) if ratios else 1.0
+
+
+def edge_contrast(plane: np.ndarray) -> float:
+    """99.9th percentile of the gradient magnitude of (T, H, W): how strong the clearest edges are."""
+    gy, gx = np.gradient(plane, axis=(1, 2))
+    return float(np.percentile(np.hypot(gx, gy), 99.9))
+
+
+def sharpness_plane(luma: np.ndarray, frames: np.ndarray, low_contrast: float = 4.0) -> np.ndarray:
+    """The plane to judge sharpness on: luma, or a chroma plane when the luma has almost no edges.
+
+    A purple object on a grey background of the same brightness has its edges in colour
+    only. Chroma is measured at half size (it is stored at half size in 4:2:0 video).
+    """
+    if edge_contrast(luma) >= low_contrast:
+        return luma
+    h, w = frames.shape[1:3]
+    half = [cv2.resize(f, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA) for f in frames]
+    ycc = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2YCrCb) for f in half]).astype(np.float32)
+    best = max((ycc[..., c] for c in (1, 2)), key=edge_contrast)
+    return best if edge_contrast(best) > edge_contrast(luma) else luma
 
 
 def highlight_luma(luma: np.ndarray) -> float:
@@ -196,18 +218,19 @@ def camera_motion(
 # ----------------------------------------------------------------------------- one clip
 
 
-def measure(frames: np.ndarray, probe: dict, cfg: FilterConfig) -> tuple[dict, dict]:
+def measure(frames: np.ndarray, luma: np.ndarray, probe: dict, cfg: FilterConfig) -> tuple[dict, dict]:
     """Filters and caption facts of one clip from its frames sampled at `cfg.analysis_fps`.
 
+    frames: RGB uint8 (T, H, W, 3); luma: the decoder's luma plane uint8 (T, H, W), same times.
     Returns (filters {name: {"value", "threshold", "pass"}}, facts {...}).
     """
-    native = grey(frames)  # (T, H, W) at the video's own resolution: block grid intact
+    native = luma.astype(np.float32)  # (T, H, W) at the video's own resolution: block grid intact
     small = downscale(native, cfg.analysis_side_px)
     side = min(small.shape[1:])
     shifts, reliable = global_shifts(small)
     values = {
         "shake": (shake_pct(shifts, reliable, side), cfg.max_shake_pct, "max"),
-        "blur": (sharpness(small), cfg.min_sharpness, "min"),
+        "blur": (sharpness(sharpness_plane(small, downscale(frames, cfg.analysis_side_px))), cfg.min_sharpness, "min"),
         "compression": (blockiness(native), cfg.max_blockiness, "max"),
         "bitrate": (float(probe.get("bits_per_pixel", 1.0)), cfg.min_bits_per_pixel, "min"),
         "dark": (highlight_luma(small), cfg.min_highlight_luma, "min"),

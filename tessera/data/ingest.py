@@ -157,8 +157,11 @@ def _reject(reason: str, detail: str) -> dict:
 # ----------------------------------------------------------------------------- frames
 
 
-def read_frames(path: str | Path, times_s: list[float] | np.ndarray) -> np.ndarray:
+def read_frames(path: str | Path, times_s: list[float] | np.ndarray, fmt: str = "rgb24") -> np.ndarray:
     """Decode the frames nearest to ascending times `times_s` (seconds); uint8 (T, H, W, 3) RGB.
+
+    `fmt="gray"` gives the decoder's own luma plane (T, H, W) instead: full resolution and
+    untouched by chroma up-sampling, which is what sharpness and block measures need.
 
     Decoding starts at the key frame before the first time, so reading a short clip from a
     long video does not decode the whole file. Times past the end of the video are dropped.
@@ -181,13 +184,13 @@ def read_frames(path: str | Path, times_s: list[float] | np.ndarray) -> np.ndarr
             rgb = None
             while i < len(times) and times[i] < ft + half:
                 if rgb is None:
-                    rgb = frame.to_ndarray(format="rgb24")
+                    rgb = frame.to_ndarray(format=fmt)
                 out.append(rgb)
                 i += 1
             if i == len(times):
                 break
     if not out:
-        return np.zeros((0, 1, 1, 3), np.uint8)
+        return np.zeros((0, 1, 1, 3) if fmt == "rgb24" else (0, 1, 1), np.uint8)
     return np.stack(out)
 
 

@@ -163,9 +163,10 @@ def filter_clip(clip: dict, probe: dict, cfg: FilterConfig) -> dict:
     """Stage 3: quality measures and caption facts of one clip."""
     times = clip_times(clip["start_s"], clip["end_s"], cfg.analysis_fps, cfg.analysis_frames)
     frames = read_frames(clip["source"], times)
-    if len(frames) < 2:
+    luma = read_frames(clip["source"], times, fmt="gray")
+    if min(len(frames), len(luma)) < 2:
         return {"reason": "undecodable", "detail": f"only {len(frames)} frame(s) decode in the clip"}
-    filters, facts = measure(frames, probe, cfg)
+    filters, facts = measure(frames, luma, probe, cfg)
     filters["unsafe"] = unsafe_filter(frames, cfg)
     facts.update(
         duration_s=round(clip["end_s"] - clip["start_s"], 3), width_px=probe["width_px"], height_px=probe["height_px"]
@@ -324,6 +325,9 @@ def prepare(src: str | Path, out: str | Path, cfg: PrepareConfig, workers: int =
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     _claim_dataset(out, cfg)
+    for folder in (out, out / "latents", work / "latents"):  # temporaries of a run that was killed
+        for tmp in folder.glob("*.tmp") if folder.is_dir() else ():
+            tmp.unlink()
     sources = [str(p) for p in list_sources(src)]
 
     with Runner(workers, progress) as runner:
