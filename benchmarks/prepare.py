@@ -29,9 +29,11 @@ FILTER_OF = {"shake": "shake", "blur": "blur", "compress": "compression", "dark"
 
 def make_crawl(root: Path, clips: int, size_px: int, seed: int) -> dict[str, int]:
     """Clean and corrupted clips in one folder per label, bad files in `bad/`; returns counts per label."""
-    n_bad = max(len(BAD_KINDS), round(0.05 * clips))
+    n_bad = max(1, round(0.05 * clips))
     n_video = clips - n_bad
     n_corrupt = max(1, round(0.1 * n_video))
+    if n_video - n_corrupt * len(CORRUPTIONS) < 1:
+        raise SystemExit(f"--clips {clips} is too few for clean, four corruptions and bad files; use at least 8")
     counts = {"clean": n_video - n_corrupt * len(CORRUPTIONS), **dict.fromkeys(CORRUPTIONS, n_corrupt)}
     first = 0
     for label, n in counts.items():
@@ -110,6 +112,7 @@ def main() -> None:
         "stages": stages,
         "filters": scores,
         "summary": summary,
+        "clips_split_before_filtering": sum(1 for r in records if "too_short" in r["reasons"]),
         "bad_files_listed": sum(1 for r in records if Path(r["source"]).parent.name == "bad" and r.get("detail")),
     }
     print(f"\n{'stage':10s} {'items':>6s} {'seconds':>9s} {'clips/s':>8s}")

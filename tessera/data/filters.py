@@ -45,12 +45,6 @@ class FilterConfig:
 # ----------------------------------------------------------------------------- measures
 
 
-def grey(frames: np.ndarray) -> np.ndarray:
-    """uint8 RGB (T, H, W, 3) -> float32 luma (T, H, W) in 0..255 (BT.601 weights)."""
-    f = frames.astype(np.float32)
-    return f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
-
-
 def downscale(frames: np.ndarray, side_px: int) -> np.ndarray:
     """Resize (T, H, W, ...) so the short side is at most `side_px` (area filter); never up-scales."""
     h, w = frames.shape[1:3]
