@@ -141,7 +141,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _parse_shapes(text: str | None) -> tuple[tuple[int, int], ...]:
-    """"256x256,448x256" -> ((256, 256), (256, 448)) as (height, width); WIDTHxHEIGHT like video players."""
+    """ "256x256,448x256" -> ((256, 256), (256, 448)) as (height, width); WIDTHxHEIGHT like video players."""
     if not text:
         return ()
     shapes = []
@@ -157,7 +157,7 @@ def _parse_shapes(text: str | None) -> tuple[tuple[int, int], ...]:
 
 
 def _latent_lengths(text: str | None, cfg) -> tuple[int, ...]:
-    """"1,2,4" seconds -> latent frame counts at the model's fps (1 + frames / temporal factor)."""
+    """ "1,2,4" seconds -> latent frame counts at the model's fps (1 + frames / temporal factor)."""
     if not text:
         return ()
     out = []
@@ -297,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=8e-4)
     t.add_argument("--clips", type=int, default=2048)
     t.add_argument("--eval-every", type=int, default=500)
-    t.add_argument("--shift", type=float, default=None, help="timestep shift for training and sampling (default: preset)")
+    t.add_argument(
+        "--shift", type=float, default=None, help="timestep shift for training and sampling (default: preset)"
+    )
     t.add_argument(
         "--shift-ref-tokens", type=int, default=None, help="tokens at which --shift applies; it grows as sqrt(tokens)"
     )
