@@ -334,7 +334,7 @@ def test_rule_captioner_expands_short_titles_in_varied_wording(clean_manifest):
         assert r["captioner"] == "rule" and r["texts"][0] == r["title"]
         assert all(w in r["caption"].lower() for w in r["title"].split())
         assert len(r["caption"].split()) >= len(r["title"].split()) + 12
-        assert r["facts"]["colour"] in r["caption"] or r["facts"]["colour"] in ("black", "dark grey", "grey", "white")
+        assert r["facts"]["colour"] in r["caption"].lower()
     openings = {r["caption"].split()[0] for r in kept}
     assert len(openings) >= 2, openings
 
