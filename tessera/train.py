@@ -206,6 +206,7 @@ class DiTTrainConfig(TrainConfig):
     eval_prompts: int = 24
     init_from: str = ""  # generation checkpoint whose DiT weights start the run (continue training a bundled model)
     data_dir: str = ""  # a prepared dataset (`tessera prepare`) to train on instead of the shapes world
+    peak_tflops: float = 0.0  # the device's bf16 matmul peak for MFU; 0 measures it at start (~2 s)
 
 
 class TextTable:
@@ -333,6 +334,7 @@ def train_dit(
     from tessera.data.latents import load_latent_groups
     from tessera.diffusion.flow import shift_for
     from tessera.eval import adherence, eval_cases
+    from tessera.flops import dit_train_flops, matmul_peak_flops
     from tessera.models.dit import DiT
     from tessera.models.text import TextEncoder
     from tessera.pipeline import GenerateRequest, TesseraPipeline
@@ -384,6 +386,8 @@ def train_dit(
     if start and d.main:
         print(f"resuming DiT training from step {start}")
     n_params = sum(p.numel() for p in dit.parameters())
+    peak = cfg.peak_tflops * 1e12 or matmul_peak_flops(torch.bfloat16, d.device, sizes=(2048,), seconds=1.0)
+    text_len = table.tokens.shape[1]
     log = JsonLog(out / "dit_log.jsonl") if d.main else None
     final = out / f"{name}.safetensors"
 
@@ -407,7 +411,7 @@ def train_dit(
 
     # 3. train
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="dit", mininterval=5, disable=not d.main)
-    t0, seen_tokens = time.time(), 0
+    t0, seen_tokens, seen_flops = time.time(), 0, 0.0
     amp = dict(device_type=d.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     dit.train()
     for step in bar:
@@ -448,6 +452,7 @@ def train_dit(
             for e, p in zip(ema, dit.parameters()):
                 e.lerp_(D.local(p).detach(), 1 - decay)
         seen_tokens += b * tokens
+        seen_flops += b * dit_train_flops(dcfg, tokens, text_len)
         if step % cfg.log_every == 0:
             step_loss = D.mean(loss_sum, d)
             if d.main:
@@ -461,6 +466,7 @@ def train_dit(
                     bucket=[plan.bucket.frames, plan.bucket.height, plan.bucket.width],
                     batch=b,
                     tokens_per_s=seen_tokens / max(el, 1e-9),
+                    mfu=seen_flops / max(el, 1e-9) / (peak * d.world),
                     peak_memory_mb=peak_memory_mb(d.device),
                     params=n_params,
                 )
