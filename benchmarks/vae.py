@@ -29,14 +29,14 @@ from pathlib import Path
 
 import torch
 
-from tessera.config import PRESETS, TrainConfig
+from tessera.config import PRESETS
 from tessera.data.dataset import frames_to_tensor, vae_batch, world_clip
 from tessera.data.world import WorldConfig
 from tessera.metrics import psnr, ssim
 from tessera.models.autoencoder import DiffusersVAE, load_video_vae
 from tessera.models.tiling import TilingConfig, tiled_decode
 from tessera.models.vae import VideoVAE
-from tessera.train import lr_at, vae_loss
+from tessera.train import TrainConfig, lr_at, vae_loss
 
 HELD_OUT_SEED = 4242  # training used seed 0 (clips drawn with seed + 7919)
 

@@ -1,10 +1,12 @@
 """VAE invariants beyond shapes: chunked = whole in time, tiled ≈ untiled, the backend interface, metrics."""
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
+from tessera import checkpoint
 from tessera.config import PRESETS
 from tessera.data.dataset import frames_to_tensor, world_clip
 from tessera.data.world import WorldConfig
@@ -13,6 +15,7 @@ from tessera.metrics import psnr, ssim
 from tessera.models.autoencoder import DiffusersVAE, VideoAutoencoder, load_video_vae
 from tessera.models.tiling import TiledVAE, TilingConfig, chunked_decode_raw, chunked_encode_raw, tiled_decode
 from tessera.models.vae import VideoVAE
+from tessera.train import TrainConfig, train_vae
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +212,20 @@ def test_discriminator_learns_real_from_fake():
     fresh = ExtraVAELoss(extra.cfg, bf16=False)
     fresh.load_state_tensors(state)
     assert torch.equal(fresh.disc(real), extra.disc(real))
+
+
+def test_train_vae_with_extra_terms_logs_and_resumes(tmp_path):
+    """The SSIM and adversarial terms reach the log and the discriminator survives a stop / resume."""
+    vae_cfg = PRESETS["tiny"].vae
+    cfg = TrainConfig(steps=3, batch=1, warmup_steps=1, log_every=1, checkpoint_every=100)
+    extra = VAELossConfig(ssim_weight=0.5, adv_weight=0.1, adv_start_step=1, disc_channels=8)
+    out = tmp_path / "run"
+    train_vae(out, vae_cfg, dataclasses.replace(cfg, stop_at=1), frames=5, size_px=32, extra_loss=extra)
+    state, _, _ = checkpoint.load(out / "vae_state.safetensors")
+    assert any(k.startswith("disc.") for k in state)  # saved before the discriminator starts, too
+    train_vae(out, vae_cfg, dataclasses.replace(cfg, stop_at=2), frames=5, size_px=32, extra_loss=extra)
+    state, _, _ = checkpoint.load(out / "vae_state.safetensors")
+    assert any(k.startswith("disc_opt.") for k in state)  # its optimiser state after its first step
+    rows = [json.loads(line) for line in (out / "vae_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1]
+    assert all("ssim" in r for r in rows) and "d_hinge" not in rows[0] and "d_hinge" in rows[1]
