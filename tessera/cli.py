@@ -140,6 +140,38 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- train
 
 
+def _parse_shapes(text: str | None) -> tuple[tuple[int, int], ...]:
+    """ "256x256,448x256" -> ((256, 256), (256, 448)) as (height, width); WIDTHxHEIGHT like video players."""
+    if not text:
+        return ()
+    shapes = []
+    for part in text.split(","):
+        try:
+            w, h = (int(v) for v in part.lower().split("x"))
+        except ValueError:
+            raise UsageError(f"--shapes entry {part!r} is not WIDTHxHEIGHT, e.g. 448x256") from None
+        if w % 32 or h % 32:
+            raise UsageError(f"--shapes entry {part!r}: sides must be multiples of 32 (VAE 16 x patch 2)")
+        shapes.append((h, w))
+    return tuple(shapes)
+
+
+def _latent_lengths(text: str | None, cfg) -> tuple[int, ...]:
+    """ "1,2,4" seconds -> latent frame counts at the model's fps (1 + frames / temporal factor)."""
+    if not text:
+        return ()
+    out = []
+    for part in text.split(","):
+        try:
+            seconds = float(part)
+        except ValueError:
+            raise UsageError(f"--durations-s entry {part!r} is not a number of seconds") from None
+        if not 0 < seconds <= cfg.max_duration_s:
+            raise UsageError(f"--durations-s {seconds} is outside (0, {cfg.max_duration_s}]")
+        out.append(1 + round(seconds * cfg.fps) // cfg.vae.temporal_factor)
+    return tuple(sorted(set(out)))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tessera.config import PRESETS
     from tessera.train import DiTTrainConfig, TrainConfig, train_dit, train_vae
@@ -150,6 +182,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not 0.1 <= args.shift <= 20:
             raise UsageError(f"--shift {args.shift} is outside 0.1..20; 1 is no shift, the small preset uses 1.5")
         preset.timestep_shift = args.shift
+    if args.shift_ref_tokens is not None:
+        preset.shift_ref_tokens = args.shift_ref_tokens
     if args.stage in ("vae", "recipe"):
         cfg = TrainConfig(steps=args.vae_steps, batch=6, lr=1e-3, warmup_steps=100, checkpoint_every=50, seed=args.seed)
         train_vae(out / "vae", preset.vae, cfg, frames=9, size_px=128)
@@ -170,6 +204,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             eval_every=args.eval_every,
             eval_prompts=16,
             init_from=args.init_from or "",
+            frames=args.frames,
+            shapes=_parse_shapes(args.shapes),
+            bucket_frames=_latent_lengths(args.durations_s, preset),
+            token_budget=args.token_budget,
+            grad_accum=args.grad_accum,
+            data_dir=args.data or "",
         )
         final = train_dit(out / "dit", preset, vae_path, cfg)
         print(f"generation checkpoint: {final}")
@@ -193,7 +233,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     def gen(prompts, seeds):
         reqs = [
             GenerateRequest(
-                p, seed=s, steps=args.steps, guidance=args.guidance, width_px=args.width, height_px=args.height
+                p,
+                seed=s,
+                steps=args.steps,
+                guidance=args.guidance,
+                width_px=args.width,
+                height_px=args.height,
+                duration_s=args.duration_s,
             )
             for p, s in zip(prompts, seeds)
         ]
@@ -204,6 +250,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result["seconds"] = round(time.time() - t0, 1)
     result["checkpoint"] = str(args.checkpoint or "bundled")
     result["size"] = f"{args.width or pipe.cfg.width_px}x{args.height or pipe.cfg.height_px}"
+    result["duration_s"] = args.duration_s or pipe.cfg.duration_s
     print(json.dumps(result, indent=2))
     if args.json:
         rows = [
@@ -250,8 +297,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=8e-4)
     t.add_argument("--clips", type=int, default=2048)
     t.add_argument("--eval-every", type=int, default=500)
-    t.add_argument("--shift", type=float, default=None, help="timestep shift for training and sampling (default: preset)")
+    t.add_argument(
+        "--shift", type=float, default=None, help="timestep shift for training and sampling (default: preset)"
+    )
+    t.add_argument(
+        "--shift-ref-tokens", type=int, default=None, help="tokens at which --shift applies; it grows as sqrt(tokens)"
+    )
     t.add_argument("--warmup", type=int, default=200, help="DiT warmup steps")
+    t.add_argument("--frames", type=int, default=17, help="pixel frames per world clip (1 + 4k; 33 = 4 s at 8 fps)")
+    t.add_argument("--shapes", default=None, help="world clip sizes WIDTHxHEIGHT,... (default 256x256)")
+    t.add_argument("--durations-s", default=None, help="durations trained at, cut from the clips, e.g. 1,2,4")
+    t.add_argument("--token-budget", type=int, default=0, help="video tokens per batch (default: batch x full clip)")
+    t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step")
+    t.add_argument("--data", default=None, help="a prepared dataset folder to train on instead of the shapes world")
     t.add_argument("--init-from", default=None, help="start the DiT from this generation checkpoint's weights")
     t.set_defaults(func=cmd_train)
 
@@ -263,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--guidance", type=float, default=4.0)
     e.add_argument("--width", type=int, default=None)
     e.add_argument("--height", type=int, default=None)
+    e.add_argument("--duration-s", type=float, default=None)
     e.add_argument("--batch", type=int, default=8)
     e.add_argument("--json", default=None, help="also write per-prompt results here")
     e.set_defaults(func=cmd_eval)

@@ -62,9 +62,9 @@ class ModelConfig:
     width_px: int = 256
     duration_s: float = 2.0
     max_duration_s: float = 4.0
-    timestep_shift: float = (
-        1.5  # flow-matching shift, same in training and sampling: >1 spends more steps at high noise
-    )
+    # flow-matching shift, same in training and sampling: >1 spends more steps at high noise
+    timestep_shift: float = 1.5
+    shift_ref_tokens: int = 0  # token count at which the shift is `timestep_shift`; 0: same shift for every shape
 
 
 PRESETS: dict[str, ModelConfig] = {

@@ -17,6 +17,7 @@ from einops import rearrange
 
 from tessera import checkpoint
 from tessera.config import ModelConfig, model_config_from_dict
+from tessera.diffusion.flow import shift_for
 from tessera.diffusion.sample import euler_sample, guided
 from tessera.models.dit import DiT
 from tessera.models.text import TextEmbedding, TextEncoder
@@ -128,9 +129,13 @@ class TesseraPipeline:
         )
         noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(r.seed)) for r in reqs])
 
-        # 3. denoise all spacetime patches together, with classifier-free guidance
+        # 3. denoise all spacetime patches together, with classifier-free guidance,
+        #    on the time schedule this shape was trained with
+        dcfg = self.cfg.dit
+        tokens = (shape[1] // dcfg.patch_t) * (shape[2] // dcfg.patch_hw) * (shape[3] // dcfg.patch_hw)
+        shift = shift_for(self.cfg.timestep_shift, tokens, self.cfg.shift_ref_tokens)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            latents = euler_sample(guided(self.dit, cond, uncond, g), noise, n_steps, self.cfg.timestep_shift, progress)
+            latents = euler_sample(guided(self.dit, cond, uncond, g), noise, n_steps, shift, progress)
 
         # 4. decode once (tiled and chunked in time for large videos, so memory stays bounded)
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -207,15 +207,20 @@ def train_vae(
 
 @dataclass
 class DiTTrainConfig(TrainConfig):
-    clips: int = 4096  # world clips encoded into the latent cache
-    frames: int = 17
+    clips: int = 4096  # world clips encoded into the latent cache (split over `shapes`)
+    frames: int = 17  # pixel frames of each world clip (the longest duration trained)
     height_px: int = 256
     width_px: int = 256
+    shapes: tuple[tuple[int, int], ...] = ()  # (height_px, width_px) of world clips; () = ((height_px, width_px),)
+    bucket_frames: tuple[int, ...] = ()  # latent lengths trained at, cut from the clips' start; () = full length
+    token_budget: int = 0  # video tokens per global batch; 0 = batch × tokens of one full clip of the first shape
+    grad_accum: int = 1  # micro-batches per step (same result, less activation memory)
     text_dropout: float = 0.1  # share of samples trained with the empty prompt (for guidance)
     ema_decay: float = 0.999
     eval_every: int = 500  # steps between quick adherence checks (0: never)
     eval_prompts: int = 24
     init_from: str = ""  # generation checkpoint whose DiT weights start the run (continue training a bundled model)
+    data_dir: str = ""  # a prepared dataset (`tessera prepare`) to train on instead of the shapes world
 
 
 class TextTable:
@@ -227,140 +232,268 @@ class TextTable:
         e = encoder(self.texts)
         self.tokens, self.mask, self.pooled = e.tokens.to(torch.bfloat16), e.mask, e.pooled
 
-    def cond(self, rows: torch.Tensor) -> dict:
+    def cond(self, rows: torch.Tensor, device: torch.device | str = "cpu") -> dict:
         return {
-            "text_tokens": self.tokens[rows].float(),
-            "text_mask": self.mask[rows],
-            "text_pooled": self.pooled[rows],
+            "text_tokens": self.tokens[rows].float().to(device),
+            "text_mask": self.mask[rows].to(device),
+            "text_pooled": self.pooled[rows].to(device),
         }
 
 
-def dit_batch(step: int, cfg: DiTTrainConfig, n_clips: int, clip_texts: list[list[int]], shift: float):
-    """Which clips, texts, times and noise step `step` uses: a function of (seed, step) only."""
-    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-    idx = torch.randint(n_clips, (cfg.batch,), generator=g)
-    pick = torch.randint(1 << 30, (cfg.batch,), generator=g)
-    rows = torch.tensor([clip_texts[i][p % len(clip_texts[i])] for i, p in zip(idx.tolist(), pick.tolist())])
-    drop = torch.rand(cfg.batch, generator=g) < cfg.text_dropout
-    rows = torch.where(drop, torch.zeros_like(rows), rows)
-    t = sample_train_times(cfg.batch, shift, generator=g)
-    return idx, rows, t, g
-
-
-@torch.no_grad()
-def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p.detach(), 1 - decay)
-
-
-def generator_tensors(vae: VideoVAE, dit: torch.nn.Module) -> dict[str, torch.Tensor]:
+def generator_tensors(vae: VideoVAE, dit: torch.nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Weights of a generation checkpoint, stored in bf16 (statistics buffers stay fp32)."""
+    dit_state = dit if isinstance(dit, dict) else dit.state_dict()
     out = {f"vae.{k}": (v if k.startswith("latent_") else v.to(torch.bfloat16)) for k, v in vae.state_dict().items()}
-    out.update({f"dit.{k}": v.to(torch.bfloat16) for k, v in dit.state_dict().items()})
+    out.update({f"dit.{k}": v.to(torch.bfloat16) for k, v in dit_state.items()})
     return out
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class DiTState:
+    """Crash-safe training state of a (possibly sharded) DiT.
+
+    Every rank writes its own shard of model, EMA and optimiser to
+    `dit_state.step{N}.rank{r}.safetensors`; once all have, rank 0 atomically points
+    `dit_state.json` at step N and removes older files. A crash at any moment leaves the
+    pointer on a complete set, and resuming needs the same number of processes.
+    """
+
+    def __init__(self, out: Path, d):
+        self.out, self.d = out, d
+        self.pointer = out / "dit_state.json"
+
+    def _path(self, step: int, rank: int) -> Path:
+        return self.out / f"dit_state.step{step:07d}.rank{rank}.safetensors"
+
+    def save(self, step: int, dit, ema: list[torch.Tensor], opt, config: dict) -> None:
+        from tessera import distributed as D
+
+        tensors = {f"model.{k}": D.local(v) for k, v in dit.state_dict().items()}
+        tensors.update({f"ema.{k}": e for (k, _), e in zip(dit.named_parameters(), ema)})
+        tensors.update({k: D.local(v) for k, v in optimizer_tensors(opt).items()})
+        tensors["rng.torch"] = torch.get_rng_state()
+        checkpoint.save(self._path(step, self.d.rank), tensors, config, step=str(step), world=str(self.d.world))
+        D.barrier(self.d)
+        if self.d.main:
+            tmp = self.pointer.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps({"step": step, "world": self.d.world}))
+            tmp.replace(self.pointer)
+            for old in self.out.glob("dit_state.step*.safetensors"):
+                if not old.name.startswith(f"dit_state.step{step:07d}."):
+                    old.unlink(missing_ok=True)
+        D.barrier(self.d)
+
+    def load(self, dit, ema: list[torch.Tensor], opt) -> int:
+        """Restore the last complete state into dit / ema / opt; returns its step (0 if none)."""
+        from tessera import distributed as D
+
+        if not self.pointer.exists():
+            return 0
+        info = json.loads(self.pointer.read_text())
+        if info["world"] != self.d.world:
+            raise ValueError(
+                f"{self.out} was trained with {info['world']} process(es); resume it with the same number "
+                f"(torchrun --nproc-per-node {info['world']}) or start a new --out"
+            )
+        tensors, _, _ = checkpoint.load(self._path(info["step"], self.d.rank))
+        with torch.no_grad():
+            for k, v in dit.state_dict().items():
+                D.local(v).copy_(tensors[f"model.{k}"])
+            for (k, _), e in zip(dit.named_parameters(), ema):
+                e.copy_(tensors[f"ema.{k}"])
+        params = list(dit.parameters())
+        wrapped = {}
+        for k, v in tensors.items():
+            if k.startswith("opt."):
+                idx, name = k.split(".")[1:]
+                wrapped[k] = D.like(v, params[int(idx)]) if v.dim() > 0 else v
+        load_optimizer_tensors(opt, wrapped)
+        torch.set_rng_state(tensors["rng.torch"])
+        return int(info["step"])
+
+
+def world_latents(vae: VideoVAE, out: Path, cfg: DiTTrainConfig) -> Path:
+    """Encode the shapes-world clips once (split over `cfg.shapes`); returns the cache folder."""
+    from tessera.data.latents import build_latent_cache
+    from tessera.data.world import WorldConfig
+
+    world = WorldConfig(seed=cfg.seed)
+    shapes = cfg.shapes or ((cfg.height_px, cfg.width_px),)
+    if len(shapes) == 1:
+        build_latent_cache(vae, out / "latents", cfg.clips, cfg.frames, *shapes[0], world)
+        return out / "latents"
+    per = cfg.clips // len(shapes)
+    for i, (h, w) in enumerate(shapes):
+        build_latent_cache(vae, out / "latents" / f"{h}x{w}", per, cfg.frames, h, w, world, first_index=i * per)
+    return out / "latents"
 
 
 def train_dit(
     out: Path, model_cfg: ModelConfig, vae_path: Path, cfg: DiTTrainConfig, name: str = "tessera-small"
 ) -> Path:
-    """Train the DiT on cached latents of the shapes world; returns the generation checkpoint path."""
-    import copy
+    """Train the DiT on cached VAE latents; returns the generation checkpoint path.
 
-    from tessera.data.latents import build_latent_cache, load_latent_cache
-    from tessera.data.world import WorldConfig
+    Runs in one process, or in N under torchrun with FSDP: every rank draws the same
+    global batch (a function of seed and step) and trains on its 1/N slice of it.
+    """
+    from tessera import distributed as D
+    from tessera.data.buckets import BucketConfig, BucketSampler, LatentGroup
+    from tessera.data.latents import load_latent_groups
+    from tessera.diffusion.flow import shift_for
     from tessera.eval import adherence, eval_cases
     from tessera.models.dit import DiT
     from tessera.models.text import TextEncoder
     from tessera.pipeline import GenerateRequest, TesseraPipeline
 
+    d = D.init()
     out.mkdir(parents=True, exist_ok=True)
     vae = load_vae(vae_path)
     model_cfg.vae = vae.cfg
     model_cfg.dit.in_channels = vae.cfg.latent_channels
+    dcfg = model_cfg.dit
 
-    # 1. latents and texts, encoded once
-    world = WorldConfig(seed=cfg.seed)
-    build_latent_cache(vae, out / "latents", cfg.clips, cfg.frames, cfg.height_px, cfg.width_px, world)
-    latents, texts = load_latent_cache(out / "latents")
+    # 1. latents and texts, encoded once (by rank 0), grouped by shape
+    if cfg.data_dir:
+        root = Path(cfg.data_dir) / "latents"
+    else:
+        root = out / "latents"
+        if d.main:
+            world_latents(vae, out, cfg)
+        D.barrier(d)
+    raw = load_latent_groups(root)
     encoder = TextEncoder(model_cfg.text)
-    table = TextTable(encoder, [t for ts in texts for t in ts])
-    clip_texts = [[table.index[t] for t in ts] for ts in texts]
-    print(f"{len(latents)} clips, {len(table.texts)} distinct texts, latent {tuple(latents.shape[1:])}")
+    table = TextTable(encoder, [t for _, texts in raw for ts in texts for t in ts])
+    groups = [LatentGroup(z, [[table.index[t] for t in ts] for ts in texts]) for z, texts in raw]
+    first = groups[0].latents.shape[2:]
+    budget = cfg.token_budget or cfg.batch * (first[0] // dcfg.patch_t) * (first[1] // dcfg.patch_hw) * (
+        first[2] // dcfg.patch_hw
+    )
+    bucket_cfg = BucketConfig(frames=cfg.bucket_frames, token_budget=budget, max_batch=max(cfg.batch, 1) * 8)
+    sampler = BucketSampler(groups, bucket_cfg, cfg.seed, d.world, patch=(dcfg.patch_t, dcfg.patch_hw))
+    if d.main:
+        print(f"{sum(len(g.latents) for g in groups)} clips in {len(groups)} shape(s), {len(table.texts)} texts")
+        print("buckets:", json.dumps(sampler.describe()))
 
-    # 2. model, EMA, optimiser; resume if a state file exists
+    # 2. model, EMA (this rank's shard, fp32), optimiser; resume if a state exists
     torch.manual_seed(cfg.seed)
-    dit = DiT(model_cfg.dit)
-    ema = copy.deepcopy(dit).requires_grad_(False)
-    opt = torch.optim.AdamW(dit.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99), fused=True)
+    dit = DiT(dcfg)
     if cfg.init_from:
         tensors, _, _ = checkpoint.load(cfg.init_from)
         dit.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "dit").items()})
-        ema.load_state_dict(dit.state_dict())
-        print(f"DiT initialised from {cfg.init_from}")
-    state_path = out / "dit_state.safetensors"
+        if d.main:
+            print(f"DiT initialised from {cfg.init_from}")
+    dit = D.shard(dit.to(d.device), d)
+    ema = [D.local(p).detach().clone() for p in dit.parameters()]
+    fused = d.device.type == "cuda" or not d.active  # fused AdamW has no DTensor CPU kernel
+    opt = torch.optim.AdamW(dit.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99), fused=fused)
+    state = DiTState(out, d)
     run_config = {"model": asdict(model_cfg), "train": asdict(cfg)}
-    start = 0
-    if state_path.exists():
-        tensors, _, meta = checkpoint.load(state_path)
-        dit.load_state_dict(checkpoint.split_prefix(tensors, "model"))
-        ema.load_state_dict(checkpoint.split_prefix(tensors, "ema"))
-        load_optimizer_tensors(opt, tensors)
-        start = int(meta["step"])
+    start = state.load(dit, ema, opt)
+    if start and d.main:
         print(f"resuming DiT training from step {start}")
     n_params = sum(p.numel() for p in dit.parameters())
-    tokens_per_clip = latents[0, 0].numel() // (model_cfg.dit.patch_t * model_cfg.dit.patch_hw**2)
-    log = JsonLog(out / "dit_log.jsonl")
+    log = JsonLog(out / "dit_log.jsonl") if d.main else None
     final = out / f"{name}.safetensors"
 
-    def save_generator(path: Path, step: int, **meta) -> None:
-        checkpoint.save(
-            path, generator_tensors(vae, ema), asdict(model_cfg), kind="generator", name=name, steps=str(step), **meta
-        )
+    def ema_model_state() -> dict[str, torch.Tensor]:
+        """Full EMA weights, gathered from every rank (all ranks must call this)."""
+        return {k: D.full(D.like(e, p)).cpu() for (k, p), e in zip(dit.named_parameters(), ema)}
 
     cases = eval_cases(cfg.eval_prompts, seed=99)
 
-    def quick_eval(step: int) -> None:
-        pipe = TesseraPipeline(model_cfg, vae, ema.eval(), encoder, name=name)
+    def quick_eval(step: int, weights: dict[str, torch.Tensor]) -> None:
+        model = DiT(dcfg)
+        model.load_state_dict(weights)
+        pipe = TesseraPipeline(model_cfg, vae, model.eval(), encoder, name=name)
 
         def gen(prompts, seeds):
-            reqs = [GenerateRequest(p, seed=s, steps=20) for p, s in zip(prompts, seeds)]
-            return pipe.generate(reqs)
+            return pipe.generate([GenerateRequest(p, seed=s, steps=20) for p, s in zip(prompts, seeds)])
 
         result, _ = adherence(gen, cases, batch=8)
         log.write(step=step, eval=result["all"])
         print(f"step {step} adherence {result['all']}")
 
     # 3. train
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="dit", mininterval=5)
-    t0 = time.time()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="dit", mininterval=5, disable=not d.main)
+    t0, seen_tokens = time.time(), 0
+    amp = dict(device_type=d.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     dit.train()
     for step in bar:
         lr = lr_at(step, cfg)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        idx, rows, t, g = dit_batch(step, cfg, len(latents), clip_texts, model_cfg.timestep_shift)
-        x0 = latents[idx].float()
+        for group in opt.param_groups:
+            group["lr"] = lr
+        # the global batch: same on every rank, from (seed, step) only
+        plan = sampler.plan(step)
+        g, b = plan.generator, len(plan.clips)
+        texts = sampler.groups[plan.group].texts
+        pick = torch.randint(1 << 30, (b,), generator=g)
+        rows = torch.tensor([texts[c][p % len(texts[c])] for c, p in zip(plan.clips.tolist(), pick.tolist())])
+        rows = torch.where(torch.rand(b, generator=g) < cfg.text_dropout, torch.zeros_like(rows), rows)
+        tokens = plan.bucket.tokens(dcfg.patch_t, dcfg.patch_hw)
+        t = sample_train_times(b, shift_for(model_cfg.timestep_shift, tokens, model_cfg.shift_ref_tokens), g)
+        x0 = sampler.latents(plan)
         noise = torch.randn(x0.shape, generator=g)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss = flow_loss(dit, x0, table.cond(rows), t, noise)
+        # this rank's slice, in micro-batches
+        per = b // d.world
+        mine = torch.arange(d.rank * per, (d.rank + 1) * per)
+        loss_sum = 0.0
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(dit.parameters(), cfg.grad_clip)
+        for chunk in mine.tensor_split(min(cfg.grad_accum, per)):
+            with torch.autocast(**amp):
+                loss = flow_loss(
+                    dit,
+                    x0[chunk].to(d.device),
+                    table.cond(rows[chunk], d.device),
+                    t[chunk].to(d.device),
+                    noise[chunk].to(d.device),
+                )
+            (loss * len(chunk) / per).backward()
+            loss_sum += loss.item() * len(chunk) / per
+        gnorm = D.full(torch.nn.utils.clip_grad_norm_(dit.parameters(), cfg.grad_clip))
         opt.step()
-        update_ema(ema, dit, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema, dit.parameters()):
+                e.lerp_(D.local(p).detach(), 1 - decay)
+        seen_tokens += b * tokens
         if step % cfg.log_every == 0:
-            el = time.time() - t0
-            tok_s = (step + 1 - start) * cfg.batch * tokens_per_clip / max(el, 1e-9)
-            log.write(
-                step=step, loss=loss.item(), grad_norm=gnorm.item(), lr=lr, s=el, tokens_per_s=tok_s, params=n_params
-            )
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 in (cfg.steps, cfg.stop_at):
-            ema_tensors = {f"ema.{k}": v for k, v in ema.state_dict().items()}
-            save_training_state(state_path, dit, opt, step + 1, run_config, ema_tensors)
-            save_generator(final, step + 1)
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
-            quick_eval(step + 1)
+            step_loss = D.mean(loss_sum, d)
+            if d.main:
+                el = time.time() - t0
+                log.write(
+                    step=step,
+                    loss=step_loss,
+                    grad_norm=float(gnorm),
+                    lr=lr,
+                    s=el,
+                    bucket=[plan.bucket.frames, plan.bucket.height, plan.bucket.width],
+                    batch=b,
+                    tokens_per_s=seen_tokens / max(el, 1e-9),
+                    peak_memory_mb=peak_memory_mb(d.device),
+                    params=n_params,
+                )
+                bar.set_postfix(loss=f"{step_loss:.4f}")
+        checkpointing = (step + 1) % cfg.checkpoint_every == 0 or step + 1 in (cfg.steps, cfg.stop_at)
+        evaluating = cfg.eval_every and (step + 1) % cfg.eval_every == 0
+        if checkpointing or evaluating:
+            weights = ema_model_state()
+            if checkpointing:
+                state.save(step + 1, dit, ema, opt, run_config)
+                if d.main:
+                    checkpoint.save(
+                        final, generator_tensors(vae, weights), asdict(model_cfg), kind="generator", name=name,
+                        steps=str(step + 1),
+                    )  # fmt: skip
+            if evaluating and d.main:
+                quick_eval(step + 1, weights)
+            D.barrier(d)
         if step + 1 == cfg.stop_at:
             break
     return final

@@ -42,8 +42,9 @@ def build_latent_cache(
     world: WorldConfig,
     clips_per_shard: int = 256,
     batch: int = 8,
+    first_index: int = 0,
 ) -> list[Path]:
-    """Encode `clips` world clips into shards under `out`; returns the shard paths."""
+    """Encode world clips `first_index ..` (`clips` of them) into shards under `out`; returns the shard paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     n_shards = (clips + clips_per_shard - 1) // clips_per_shard
@@ -59,14 +60,20 @@ def build_latent_cache(
         for i0 in range(lo, hi, batch):
             pixels = []
             for i in range(i0, min(hi, i0 + batch)):
-                rng = clip_rng(world.seed, i)
+                rng = clip_rng(world.seed, first_index + i)
                 spec = sample_spec(rng, width_px / height_px, world)
                 pixels.append(frames_to_tensor(render(spec, frames, height_px, width_px)))
                 texts.append(clip_texts(spec, rng))
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 latents.append(vae.encode(torch.stack(pixels)).to(torch.bfloat16))  # (b, C, T', H', W')
             bar.update(len(pixels))
-        meta = {"frames": frames, "height_px": height_px, "width_px": width_px, "seed": world.seed, "first": lo}
+        meta = {
+            "frames": frames,
+            "height_px": height_px,
+            "width_px": width_px,
+            "seed": world.seed,
+            "first": first_index + lo,
+        }
         checkpoint.save(path, {"latents": torch.cat(latents)}, meta, texts=json.dumps(texts))
     bar.close()
     return paths
@@ -83,3 +90,24 @@ def load_latent_cache(out: Path) -> tuple[torch.Tensor, list[list[str]]]:
         latents.append(tensors["latents"])
         texts += json.loads(meta["texts"])
     return torch.cat(latents), texts
+
+
+def load_latent_groups(root: Path) -> list[tuple[torch.Tensor, list[list[str]]]]:
+    """Every shard under `root` (any depth), grouped by latent shape.
+
+    Returns one (latents (N, C, T', H', W') bf16, texts per clip) per shape, sorted by shape,
+    so a dataset may mix aspect ratios and lengths.
+    """
+    paths = sorted(Path(root).rglob("shard_*.safetensors"))
+    if not paths:
+        raise FileNotFoundError(
+            f"no latent shards under {root}; build them with `tessera train dit` or `tessera prepare`"
+        )
+    groups: dict[tuple[int, ...], tuple[list[torch.Tensor], list[list[str]]]] = {}
+    for p in paths:
+        tensors, _, meta = checkpoint.load(p)
+        z = tensors["latents"]
+        lat, texts = groups.setdefault(tuple(z.shape[1:]), ([], []))
+        lat.append(z)
+        texts += json.loads(meta["texts"])
+    return [(torch.cat(groups[k][0]), groups[k][1]) for k in sorted(groups)]

@@ -7,12 +7,27 @@ down to t = 0.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
 def shift_time(t: torch.Tensor, shift: float) -> torch.Tensor:
     """Map t -> s·t / (1 + (s - 1)·t): s > 1 moves time towards the noisy end (SD3 / Wan)."""
     return shift * t / (1 + (shift - 1) * t)
+
+
+def shift_for(base: float, tokens: int, ref_tokens: int = 0) -> float:
+    """The timestep shift for a clip of `tokens` tokens: `base` at `ref_tokens`, growing as sqrt(tokens).
+
+    Bigger or longer clips keep more of their structure at a given noise level, so they
+    need more time at the noisy end (SD3's resolution shift, applied to spacetime tokens).
+    `ref_tokens` 0 means a constant shift. Training and sampling both call this, so a
+    shape is always sampled on the schedule it was trained on.
+    """
+    if ref_tokens <= 0:
+        return base
+    return base * math.sqrt(tokens / ref_tokens)
 
 
 def sample_train_times(n: int, shift: float, generator: torch.Generator | None = None) -> torch.Tensor:
