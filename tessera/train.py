@@ -21,6 +21,7 @@ from tessera import checkpoint
 from tessera.config import ModelConfig, VAEConfig, vae_config_from_dict
 from tessera.data.dataset import vae_batch
 from tessera.diffusion.flow import flow_loss, sample_train_times
+from tessera.losses import ExtraVAELoss, VAELossConfig
 from tessera.models.vae import VideoVAE
 
 
@@ -131,8 +132,12 @@ def train_vae(
     size_px: int = 128,
     pan_fraction: float = 0.25,
     kl_weight: float = 1e-4,
+    extra_loss: VAELossConfig | None = None,
 ) -> Path:
-    """Train the VAE on the shapes world; returns the path of the final weights."""
+    """Train the VAE on the shapes world; returns the path of the final weights.
+
+    `extra_loss` adds SSIM and/or adversarial terms (tessera.losses); None or the default config adds nothing.
+    """
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "vae_state.safetensors"
     torch.manual_seed(cfg.seed)
@@ -140,12 +145,17 @@ def train_vae(
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     start = 0
     run_config = {"vae": asdict(vae_cfg), "train": asdict(cfg), "frames": frames, "size_px": size_px}
+    extra = ExtraVAELoss(extra_loss, bf16=cfg.bf16) if extra_loss and extra_loss.enabled else None
+    if extra:
+        run_config["extra_loss"] = asdict(extra_loss)
     if state_path.exists():
         tensors, saved, meta = checkpoint.load(state_path)
         vae_cfg = vae_config_from_dict(saved["vae"])
         vae.load_state_dict(checkpoint.split_prefix(tensors, "model"))
         load_optimizer_tensors(opt, tensors)
         torch.set_rng_state(tensors["rng.torch"])
+        if extra:
+            extra.load_state_tensors(tensors)
         start = int(meta["step"])
         print(f"resuming VAE training from step {start}")
     log = JsonLog(out / "vae_log.jsonl")
@@ -158,9 +168,14 @@ def train_vae(
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             recon, mean, logvar = vae(x)
         loss, parts = vae_loss(x, recon, mean, logvar, kl_weight)
+        if extra:
+            more, more_parts = extra.generator_terms(x, recon, step)
+            loss, parts = loss + more, parts | more_parts
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
+        if extra:
+            parts |= extra.discriminator_step(x, recon, step)  # uses recon detached
         if step % cfg.log_every == 0:
             psnr = -10 * math.log10(max(parts["mse"] / 4.0, 1e-10))
             log.write(
@@ -175,7 +190,7 @@ def train_vae(
             bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr:.1f}")
         opt.step()
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 in (cfg.steps, cfg.stop_at):
-            save_training_state(state_path, vae, opt, step + 1, run_config)
+            save_training_state(state_path, vae, opt, step + 1, run_config, extra.state_tensors() if extra else None)
         if step + 1 == cfg.stop_at:
             return state_path
     vae.eval()
