@@ -21,10 +21,12 @@ from tessera.diffusion.flow import shift_for
 from tessera.diffusion.sample import euler_sample, guided
 from tessera.models.dit import DiT
 from tessera.models.text import TextEmbedding, TextEncoder
+from tessera.models.tiling import TilingConfig, tiled_decode
 from tessera.models.vae import VideoVAE
 
 MIN_SIDE_PX = 128  # every output carries the invisible watermark, whose tile is 128 px
 MAX_SIDE_PX = 2048
+TILED_DECODE_ABOVE_PX = 512 * 512 * 33  # output pixels × frames per video; above this, decode in tiles and chunks
 
 
 def bundled_checkpoint() -> Path:
@@ -135,9 +137,12 @@ class TesseraPipeline:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             latents = euler_sample(guided(self.dit, cond, uncond, g), noise, n_steps, shift, progress)
 
-        # 4. decode once
+        # 4. decode once (tiled and chunked in time for large videos, so memory stays bounded)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            video = self.vae.decode(latents.float())  # (B, 3, T, H, W)
+            if frames * h * w > TILED_DECODE_ABOVE_PX:
+                video = tiled_decode(self.vae, latents.float(), TilingConfig())  # (B, 3, T, H, W)
+            else:
+                video = self.vae.decode(latents.float())  # (B, 3, T, H, W)
         video = rearrange(video.clamp(-1, 1), "b c t h w -> b t h w c")
         return [((v + 1) * 127.5).round().byte().numpy() for v in video]
 

@@ -21,6 +21,7 @@ from tessera import checkpoint
 from tessera.config import ModelConfig, VAEConfig, vae_config_from_dict
 from tessera.data.dataset import vae_batch
 from tessera.diffusion.flow import flow_loss, sample_train_times
+from tessera.losses import ExtraVAELoss, VAELossConfig
 from tessera.models.vae import VideoVAE
 
 
@@ -131,8 +132,12 @@ def train_vae(
     size_px: int = 128,
     pan_fraction: float = 0.25,
     kl_weight: float = 1e-4,
+    extra_loss: VAELossConfig | None = None,
 ) -> Path:
-    """Train the VAE on the shapes world; returns the path of the final weights."""
+    """Train the VAE on the shapes world; returns the path of the final weights.
+
+    `extra_loss` adds SSIM and/or adversarial terms (tessera.losses); None or the default config adds nothing.
+    """
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "vae_state.safetensors"
     torch.manual_seed(cfg.seed)
@@ -140,12 +145,17 @@ def train_vae(
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     start = 0
     run_config = {"vae": asdict(vae_cfg), "train": asdict(cfg), "frames": frames, "size_px": size_px}
+    extra = ExtraVAELoss(extra_loss, bf16=cfg.bf16) if extra_loss and extra_loss.enabled else None
+    if extra:
+        run_config["extra_loss"] = asdict(extra_loss)
     if state_path.exists():
         tensors, saved, meta = checkpoint.load(state_path)
         vae_cfg = vae_config_from_dict(saved["vae"])
         vae.load_state_dict(checkpoint.split_prefix(tensors, "model"))
         load_optimizer_tensors(opt, tensors)
         torch.set_rng_state(tensors["rng.torch"])
+        if extra:
+            extra.load_state_tensors(tensors)
         start = int(meta["step"])
         print(f"resuming VAE training from step {start}")
     log = JsonLog(out / "vae_log.jsonl")
@@ -158,9 +168,14 @@ def train_vae(
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             recon, mean, logvar = vae(x)
         loss, parts = vae_loss(x, recon, mean, logvar, kl_weight)
+        if extra:
+            more, more_parts = extra.generator_terms(x, recon, step)
+            loss, parts = loss + more, parts | more_parts
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
+        if extra:
+            parts |= extra.discriminator_step(x, recon, step)  # uses recon detached
         if step % cfg.log_every == 0:
             psnr = -10 * math.log10(max(parts["mse"] / 4.0, 1e-10))
             log.write(
@@ -175,7 +190,7 @@ def train_vae(
             bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr:.1f}")
         opt.step()
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 in (cfg.steps, cfg.stop_at):
-            save_training_state(state_path, vae, opt, step + 1, run_config)
+            save_training_state(state_path, vae, opt, step + 1, run_config, extra.state_tensors() if extra else None)
         if step + 1 == cfg.stop_at:
             return state_path
     vae.eval()
@@ -206,6 +221,7 @@ class DiTTrainConfig(TrainConfig):
     eval_prompts: int = 24
     init_from: str = ""  # generation checkpoint whose DiT weights start the run (continue training a bundled model)
     data_dir: str = ""  # a prepared dataset (`tessera prepare`) to train on instead of the shapes world
+    peak_tflops: float = 0.0  # the device's bf16 matmul peak for MFU; 0 measures it at start (~2 s)
 
 
 class TextTable:
@@ -333,6 +349,7 @@ def train_dit(
     from tessera.data.latents import load_latent_groups
     from tessera.diffusion.flow import shift_for
     from tessera.eval import adherence, eval_cases
+    from tessera.flops import dit_train_flops, matmul_peak_flops
     from tessera.models.dit import DiT
     from tessera.models.text import TextEncoder
     from tessera.pipeline import GenerateRequest, TesseraPipeline
@@ -384,6 +401,8 @@ def train_dit(
     if start and d.main:
         print(f"resuming DiT training from step {start}")
     n_params = sum(p.numel() for p in dit.parameters())
+    peak = cfg.peak_tflops * 1e12 or matmul_peak_flops(torch.bfloat16, d.device, sizes=(2048,), seconds=1.0)
+    text_len = table.tokens.shape[1]
     log = JsonLog(out / "dit_log.jsonl") if d.main else None
     final = out / f"{name}.safetensors"
 
@@ -407,7 +426,7 @@ def train_dit(
 
     # 3. train
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="dit", mininterval=5, disable=not d.main)
-    t0, seen_tokens = time.time(), 0
+    t0, seen_tokens, seen_flops = time.time(), 0, 0.0
     amp = dict(device_type=d.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     dit.train()
     for step in bar:
@@ -448,6 +467,7 @@ def train_dit(
             for e, p in zip(ema, dit.parameters()):
                 e.lerp_(D.local(p).detach(), 1 - decay)
         seen_tokens += b * tokens
+        seen_flops += b * dit_train_flops(dcfg, tokens, text_len)
         if step % cfg.log_every == 0:
             step_loss = D.mean(loss_sum, d)
             if d.main:
@@ -461,6 +481,7 @@ def train_dit(
                     bucket=[plan.bucket.frames, plan.bucket.height, plan.bucket.width],
                     batch=b,
                     tokens_per_s=seen_tokens / max(el, 1e-9),
+                    mfu=seen_flops / max(el, 1e-9) / (peak * d.world),
                     peak_memory_mb=peak_memory_mb(d.device),
                     params=n_params,
                 )

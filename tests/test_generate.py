@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from tessera import pipeline
 from tessera.cli import main
 from tessera.export import probe, read_video, write_mp4
 from tessera.pipeline import GenerateRequest, TesseraPipeline
@@ -35,6 +36,15 @@ def test_request_sizes(pipe):
     assert (frames, h, w, fps) == (17, 128, 192, 8)
     out = pipe("x", steps=2, width_px=192, height_px=128, duration_s=2.0)
     assert out.shape == (17, 128, 192, 3) and out.dtype == np.uint8
+
+
+def test_pipeline_switches_to_tiled_decode_without_changing_the_video(pipe, monkeypatch):
+    kw = dict(steps=1, width_px=128, height_px=128, duration_s=1.0, seed=3)
+    whole = pipe("a red circle", **kw)
+    monkeypatch.setattr(pipeline, "TILED_DECODE_ABOVE_PX", 0)  # every video is "large"
+    chunked = pipe("a red circle", **kw)
+    assert chunked.shape == whole.shape
+    assert np.abs(chunked.astype(int) - whole.astype(int)).max() <= 2  # bf16 rounding only
 
 
 def test_mp4_plays_back_with_the_right_frames(tmp_path):

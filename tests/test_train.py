@@ -44,6 +44,7 @@ def test_dit_resume_matches_straight_run(tmp_path):
         height_px=32,
         width_px=64,
         eval_every=0,
+        peak_tflops=1.0,  # skip measuring the matmul peak
     )
     straight = train_dit(tmp_path / "a", dataclasses.replace(TINY), vae_path, cfg)
     train_dit(tmp_path / "b", dataclasses.replace(TINY), vae_path, dataclasses.replace(cfg, stop_at=2))
@@ -60,7 +61,9 @@ def test_dit_can_continue_from_a_generation_checkpoint(tmp_path):
     vae_path = train_vae(
         tmp_path / "vae", TINY.vae, TrainConfig(steps=1, batch=1, warmup_steps=1), frames=5, size_px=32
     )
-    cfg = DiTTrainConfig(steps=2, batch=2, warmup_steps=1, clips=4, frames=5, height_px=32, width_px=32, eval_every=0)
+    cfg = DiTTrainConfig(
+        steps=2, batch=2, warmup_steps=1, clips=4, frames=5, height_px=32, width_px=32, eval_every=0, peak_tflops=1.0
+    )
     first = train_dit(tmp_path / "a", dataclasses.replace(TINY), vae_path, cfg)
     # lr 0: a continued run must start from, and so end at, the given weights
     cont = dataclasses.replace(cfg, steps=1, lr=0.0, init_from=str(first))

@@ -193,6 +193,10 @@ class VideoVAE(nn.Module):
     def temporal_factor(self) -> int:
         return self.cfg.temporal_factor
 
+    @property
+    def latent_channels(self) -> int:
+        return self.cfg.latent_channels
+
     def check_input(self, frames: int, height_px: int, width_px: int) -> None:
         """Raise ValueError with the nearest valid sizes when a video cannot be encoded."""
         s, t = self.spatial_factor, self.temporal_factor
