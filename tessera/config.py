@@ -39,7 +39,7 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     text_dim: int = 384  # width of the text encoder's token embeddings
     rope_fraction_t: float = 0.25  # share of each head's rotary dims given to time (rest split over y, x)
-    attention: str = "auto"  # "sdpa", "math" (explicit softmax) or "auto" (math on CPU, sdpa on GPU)
+    attention: str = "auto"  # "sdpa", "math" (explicit softmax) or "auto" (math for small CPU attention, else sdpa)
     checkpoint_activations: bool = False
 
 

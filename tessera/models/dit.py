@@ -80,7 +80,9 @@ def attention(q, k, v, mask: torch.Tensor | None, kind: str) -> torch.Tensor:
     swapped in without touching the blocks.
     """
     if kind == "auto":
-        kind = "sdpa" if q.is_cuda else "math"
+        # on CPU the explicit softmax wins for small score matrices (256 tokens: 1.18x faster
+        # training step); from ~1024 tokens SDPA is faster and never holds the (N, M) scores
+        kind = "sdpa" if q.is_cuda or q.shape[-2] * k.shape[-2] >= 1024 * 1024 else "math"
     attn_mask = None if mask is None else mask[:, None, None, :]
     if kind == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
