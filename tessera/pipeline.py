@@ -48,12 +48,32 @@ class GenerateRequest:
     fps: int | None = None
 
 
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 class TesseraPipeline:
-    def __init__(self, cfg: ModelConfig, vae: VideoVAE, dit: DiT, text: TextEncoder, name: str = "tessera"):
-        self.cfg, self.vae, self.dit, self.text, self.name = cfg, vae, dit, text, name
+    """Text -> video frames. VAE and DiT run on `device` (default: a GPU if there is one, else
+    the CPU) under bf16 autocast; the text encoder stays on the CPU; noise is drawn on the CPU,
+    so a seed gives the same starting point on every device."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        vae: VideoVAE,
+        dit: DiT,
+        text: TextEncoder,
+        name: str = "tessera",
+        device: str | torch.device | None = None,
+    ):
+        self.device = torch.device(device) if device else default_device()
+        self.cfg, self.text, self.name = cfg, text, name
+        self.vae, self.dit = vae.to(self.device), dit.to(self.device)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None = None, text: TextEncoder | None = None) -> TesseraPipeline:
+    def from_checkpoint(
+        cls, path: str | Path | None = None, text: TextEncoder | None = None, device: str | torch.device | None = None
+    ) -> TesseraPipeline:
         """Load a generation checkpoint (VAE + DiT + config); default: the bundled model."""
         path = Path(path) if path else bundled_checkpoint()
         tensors, config, meta = checkpoint.load(path)
@@ -68,7 +88,8 @@ class TesseraPipeline:
             dit.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "dit").items()})
         except RuntimeError as e:
             raise checkpoint.CheckpointError(f"{path} does not match its own config: {e}") from e
-        return cls(cfg, vae.eval(), dit.eval(), text or TextEncoder(cfg.text), name=meta.get("name", path.stem))
+        name = meta.get("name", path.stem)
+        return cls(cfg, vae.eval(), dit.eval(), text or TextEncoder(cfg.text), name=name, device=device)
 
     # ------------------------------------------------------------------ sizes
     def resolve(self, req: GenerateRequest) -> tuple[int, int, int, int]:
@@ -128,27 +149,31 @@ class TesseraPipeline:
             w // vcfg.spatial_factor,
         )
         noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(r.seed)) for r in reqs])
+        noise = noise.to(self.device)
 
         # 3. denoise all spacetime patches together, with classifier-free guidance,
         #    on the time schedule this shape was trained with
         dcfg = self.cfg.dit
         tokens = (shape[1] // dcfg.patch_t) * (shape[2] // dcfg.patch_hw) * (shape[3] // dcfg.patch_hw)
         shift = shift_for(self.cfg.timestep_shift, tokens, self.cfg.shift_ref_tokens)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        amp = dict(device_type=self.device.type, dtype=torch.bfloat16)
+        with torch.autocast(**amp):
             latents = euler_sample(guided(self.dit, cond, uncond, g), noise, n_steps, shift, progress)
 
         # 4. decode once (tiled and chunked in time for large videos, so memory stays bounded)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(**amp):
             if frames * h * w > TILED_DECODE_ABOVE_PX:
                 video = tiled_decode(self.vae, latents.float(), TilingConfig())  # (B, 3, T, H, W)
             else:
                 video = self.vae.decode(latents.float())  # (B, 3, T, H, W)
         video = rearrange(video.clamp(-1, 1), "b c t h w -> b t h w c")
-        return [((v + 1) * 127.5).round().byte().numpy() for v in video]
+        return [((v + 1) * 127.5).round().byte().cpu().numpy() for v in video]
 
     def __call__(self, prompt: str, **kwargs) -> np.ndarray:
         return self.generate([GenerateRequest(prompt=prompt, **kwargs)])[0]
 
-    @staticmethod
-    def _cond(e: TextEmbedding) -> dict:
-        return {"text_tokens": e.tokens, "text_mask": e.mask, "text_pooled": e.pooled}
+    def _cond(self, e: TextEmbedding) -> dict:
+        return {
+            k: v.to(self.device)
+            for k, v in (("text_tokens", e.tokens), ("text_mask", e.mask), ("text_pooled", e.pooled))
+        }

@@ -415,7 +415,7 @@ def train_dit(
     def quick_eval(step: int, weights: dict[str, torch.Tensor]) -> None:
         model = DiT(dcfg)
         model.load_state_dict(weights)
-        pipe = TesseraPipeline(model_cfg, vae, model.eval(), encoder, name=name)
+        pipe = TesseraPipeline(model_cfg, vae, model.eval(), encoder, name=name, device=d.device)
 
         def gen(prompts, seeds):
             return pipe.generate([GenerateRequest(p, seed=s, steps=20) for p, s in zip(prompts, seeds)])

@@ -172,7 +172,7 @@ def _blend_tiles(
             tw = min(tile, w_lat - x0)
             wx = _ramp(tw * out_scale, ov * out_scale, lead=x0 > 0, trail=x0 + tw < w_lat)
             piece = x[:, :, :, y0 * in_scale : (y0 + th) * in_scale, x0 * in_scale : (x0 + tw) * in_scale]
-            y = fn(piece).float()  # (B, C_out, T_out, th·out_scale, tw·out_scale)
+            y = fn(piece).float().cpu()  # (B, C_out, T_out, th·out_scale, tw·out_scale), gathered on the CPU
             mask = wy[:, None] * wx[None, :]  # (th·out_scale, tw·out_scale)
             oy, ox = slice(y0 * out_scale, (y0 + th) * out_scale), slice(x0 * out_scale, (x0 + tw) * out_scale)
             out[..., oy, ox] += y * mask
