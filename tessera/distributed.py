@@ -94,8 +94,3 @@ def mean(x: float, d: Dist) -> float:
 def barrier(d: Dist) -> None:
     if d.active:
         dist.barrier()
-
-
-def close(d: Dist) -> None:
-    if d.active and dist.is_initialized():
-        dist.destroy_process_group()

@@ -79,19 +79,6 @@ def build_latent_cache(
     return paths
 
 
-def load_latent_cache(out: Path) -> tuple[torch.Tensor, list[list[str]]]:
-    """All shards under `out`: latents (N, C, T', H', W') bf16 and each clip's candidate texts."""
-    paths = sorted(Path(out).glob("shard_*.safetensors"))
-    if not paths:
-        raise FileNotFoundError(f"no latent shards in {out}; build them with `tessera train dit` first")
-    latents, texts = [], []
-    for p in paths:
-        tensors, _, meta = checkpoint.load(p)
-        latents.append(tensors["latents"])
-        texts += json.loads(meta["texts"])
-    return torch.cat(latents), texts
-
-
 def load_latent_groups(root: Path) -> list[tuple[torch.Tensor, list[list[str]]]]:
     """Every shard under `root` (any depth), grouped by latent shape.
 
