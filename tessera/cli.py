@@ -245,7 +245,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         shots=ShotConfig(threshold=args.shot_threshold, min_duration_s=args.min_s, max_duration_s=args.max_s),
         filters=FilterConfig(
             max_shake_pct=args.max_shake_pct,
-            min_sharpness=args.min_sharpness,
+            max_blur=args.max_blur,
             max_blockiness=args.max_blockiness,
             min_bits_per_pixel=args.min_bits_per_pixel,
             min_highlight_luma=args.min_highlight_luma,
@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--max-s", type=float, default=8.0, help="longer shots are cut into clips of at most this")
     pr.add_argument("--shot-threshold", type=float, default=27.0, help="PySceneDetect ContentDetector threshold")
     pr.add_argument("--max-shake-pct", type=float, default=1.2, help="camera jitter, %% of the short side")
-    pr.add_argument("--min-sharpness", type=float, default=0.12, help="Laplacian / gradient energy")
+    pr.add_argument("--max-blur", type=float, default=0.55, help="no-reference blur 0..1 (Crete re-blur ratio)")
     pr.add_argument("--max-blockiness", type=float, default=1.2, help="8-px block-edge steps / other steps")
     pr.add_argument("--min-bits-per-pixel", type=float, default=0.002, help="source bit rate per pixel per frame")
     pr.add_argument("--min-highlight-luma", type=float, default=60.0, help="99th percentile luma, 0..255")
