@@ -185,7 +185,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.shift_ref_tokens is not None:
         preset.shift_ref_tokens = args.shift_ref_tokens
     if args.stage in ("vae", "recipe"):
-        cfg = TrainConfig(steps=args.vae_steps, batch=6, lr=1e-3, warmup_steps=100, checkpoint_every=50, seed=args.seed)
+        cfg = TrainConfig(
+            steps=args.vae_steps, batch=6, lr=1e-3, warmup_steps=100, checkpoint_every=50, seed=args.seed,
+            tensorboard=str(Path(args.tensorboard) / "vae") if args.tensorboard else "",
+        )  # fmt: skip
         train_vae(out / "vae", preset.vae, cfg, frames=9, size_px=128)
     if args.data and args.stage != "dit":
         raise UsageError("--data is for `tessera train dit`; train the VAE on the shapes world first")
@@ -210,6 +213,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             eval_every=args.eval_every,
             eval_prompts=16,
+            tensorboard=str(Path(args.tensorboard) / "dit") if args.tensorboard else "",
             init_from=args.init_from or "",
             frames=args.frames,
             shapes=_parse_shapes(args.shapes),
@@ -367,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--token-budget", type=int, default=0, help="video tokens per batch (default: batch x full clip)")
     t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step")
     t.add_argument("--data", default=None, help="a `tessera prepare` dataset to train on (its VAE by default)")
+    t.add_argument("--tensorboard", default=None, help="also log TensorBoard scalars under this folder (pip install tensorboard)")
     t.add_argument("--init-from", default=None, help="start the DiT from this generation checkpoint's weights")
     t.set_defaults(func=cmd_train)
 

@@ -39,6 +39,7 @@ class TrainConfig:
     log_every: int = 10
     bf16: bool = True
     stop_at: int = 0  # stop (checkpointed) after this step, as if interrupted; 0 runs to `steps`
+    tensorboard: str = ""  # also write the log as TensorBoard scalars to this folder ("" = JSON lines only)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -81,12 +82,35 @@ def save_training_state(
 
 
 class JsonLog:
-    def __init__(self, path: Path):
+    """Metrics as JSON lines (one object per write); optionally mirrored as TensorBoard scalars.
+
+    Numbers become scalars at the row's `step`; a nested dict (the adherence `eval`)
+    becomes `eval/colour`, `eval/shape`, ...; anything else stays in the JSON only.
+    """
+
+    def __init__(self, path: Path, tensorboard: str | Path = ""):
         self.path = path
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise RuntimeError(
+                    "--tensorboard needs the tensorboard package: pip install tensorboard "
+                    "(or leave it out; the JSON-lines log is always written)"
+                ) from e
+            self.writer = SummaryWriter(str(tensorboard))
 
     def write(self, **row) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
+        if self.writer is not None and "step" in row:
+            for key, value in row.items():
+                items = value.items() if isinstance(value, dict) else [("", value)]
+                for sub, v in items:
+                    if key != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                        self.writer.add_scalar(f"{key}/{sub}" if sub else key, v, row["step"])
+            self.writer.flush()
 
 
 # ----------------------------------------------------------------------------- VAE
@@ -158,7 +182,7 @@ def train_vae(
             extra.load_state_tensors(tensors)
         start = int(meta["step"])
         print(f"resuming VAE training from step {start}")
-    log = JsonLog(out / "vae_log.jsonl")
+    log = JsonLog(out / "vae_log.jsonl", cfg.tensorboard)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="vae", mininterval=5)
     t0 = time.time()
     for step in bar:
@@ -403,7 +427,7 @@ def train_dit(
     n_params = sum(p.numel() for p in dit.parameters())
     peak = cfg.peak_tflops * 1e12 or matmul_peak_flops(torch.bfloat16, d.device, sizes=(2048,), seconds=1.0)
     text_len = table.tokens.shape[1]
-    log = JsonLog(out / "dit_log.jsonl") if d.main else None
+    log = JsonLog(out / "dit_log.jsonl", cfg.tensorboard) if d.main else None
     final = out / f"{name}.safetensors"
 
     def ema_model_state() -> dict[str, torch.Tensor]:

@@ -1,12 +1,14 @@
 """Training loops: a run interrupted and resumed ends with the same weights as a straight run."""
 
 import dataclasses
+import json
 
+import pytest
 import torch
 
 from tessera import checkpoint
 from tessera.config import PRESETS
-from tessera.train import DiTTrainConfig, TrainConfig, train_dit, train_vae
+from tessera.train import DiTTrainConfig, JsonLog, TrainConfig, train_dit, train_vae
 
 TINY = PRESETS["tiny"]
 
@@ -72,3 +74,20 @@ def test_dit_can_continue_from_a_generation_checkpoint(tmp_path):
     assert any(a[k].abs().sum() > 0 for k in ("final.weight", "mod.1.weight"))
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_log_mirrors_numbers_to_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = JsonLog(tmp_path / "log.jsonl", tmp_path / "tb")
+    log.write(step=0, loss=0.5, bucket=[5, 16, 16], lr=1e-3)
+    log.write(step=10, loss=0.25, lr=2e-3)
+    log.write(step=10, eval={"n": 16, "colour": 0.75})
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert rows[0]["bucket"] == [5, 16, 16] and rows[2]["eval"]["colour"] == 0.75
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {"loss", "lr", "eval/n", "eval/colour"}
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(0, 0.5), (10, 0.25)]
+    assert events.Scalars("eval/colour")[0].value == 0.75
