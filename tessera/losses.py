@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tessera import checkpoint
 from tessera.metrics import ssim
 
 
@@ -99,11 +100,10 @@ class ExtraVAELoss:
         """Discriminator weights and optimiser state, prefixed for the training-state file."""
         if self.disc is None:
             return {}
-        out = {f"disc.{k}": v for k, v in self.disc.state_dict().items()}
-        for idx, st in self.opt.state_dict()["state"].items():
-            for k, v in st.items():
-                out[f"disc_opt.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-        return out
+        return {
+            **{f"disc.{k}": v for k, v in self.disc.state_dict().items()},
+            **checkpoint.optimizer_tensors(self.opt, prefix="disc_opt"),
+        }
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         if self.disc is None:
@@ -111,11 +111,4 @@ class ExtraVAELoss:
         disc = {k[len("disc.") :]: v for k, v in tensors.items() if k.startswith("disc.")}
         if disc:
             self.disc.load_state_dict(disc)
-        sd = self.opt.state_dict()
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, v in tensors.items():
-            if key.startswith("disc_opt."):
-                _, idx, name = key.split(".", 2)
-                state.setdefault(int(idx), {})[name] = v
-        sd["state"] = state
-        self.opt.load_state_dict(sd)
+        checkpoint.load_optimizer_tensors(self.opt, tensors, prefix="disc_opt")

@@ -50,31 +50,11 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """Flatten an Adam-style optimiser state into named tensors for safetensors."""
-    out = {}
-    for idx, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            out[f"opt.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    return out
-
-
-def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
-    sd = opt.state_dict()
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, v in tensors.items():
-        if key.startswith("opt."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
-    sd["state"] = state
-    opt.load_state_dict(sd)
-
-
 def save_training_state(
     path: Path, model: torch.nn.Module, opt, step: int, config: dict, extra: dict | None = None
 ) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    tensors.update(optimizer_tensors(opt))
+    tensors.update(checkpoint.optimizer_tensors(opt))
     tensors["rng.torch"] = torch.get_rng_state()
     for k, v in (extra or {}).items():
         tensors[k] = v
@@ -176,7 +156,7 @@ def train_vae(
         tensors, saved, meta = checkpoint.load(state_path)
         vae_cfg = vae_config_from_dict(saved["vae"])
         vae.load_state_dict(checkpoint.split_prefix(tensors, "model"))
-        load_optimizer_tensors(opt, tensors)
+        checkpoint.load_optimizer_tensors(opt, tensors)
         torch.set_rng_state(tensors["rng.torch"])
         if extra:
             extra.load_state_tensors(tensors)
@@ -302,7 +282,7 @@ class DiTState:
 
         tensors = {f"model.{k}": D.local(v) for k, v in dit.state_dict().items()}
         tensors.update({f"ema.{k}": e for (k, _), e in zip(dit.named_parameters(), ema)})
-        tensors.update({k: D.local(v) for k, v in optimizer_tensors(opt).items()})
+        tensors.update({k: D.local(v) for k, v in checkpoint.optimizer_tensors(opt).items()})
         tensors["rng.torch"] = torch.get_rng_state()
         checkpoint.save(self._path(step, self.d.rank), tensors, config, step=str(step), world=str(self.d.world))
         D.barrier(self.d)
@@ -339,7 +319,7 @@ class DiTState:
             if k.startswith("opt."):
                 idx, name = k.split(".")[1:]
                 wrapped[k] = D.like(v, params[int(idx)]) if v.dim() > 0 else v
-        load_optimizer_tensors(opt, wrapped)
+        checkpoint.load_optimizer_tensors(opt, wrapped)
         torch.set_rng_state(tensors["rng.torch"])
         return int(info["step"])
 
