@@ -87,8 +87,8 @@ def shake_pct(shifts: np.ndarray, reliable: np.ndarray, short_side_px: int) -> f
     return float(np.median(jumps, axis=0).min() / short_side_px * 100)
 
 
-def blur_score(plane: np.ndarray, frames: int = 8) -> float:
-    """No-reference blur of (T, H, W): 0 sharp .. 1 fully blurred, median over up to `frames` frames.
+def blur_score(plane: np.ndarray, max_frames: int = 8) -> float:
+    """No-reference blur of (T, H, W): 0 sharp .. 1 fully blurred, median over up to `max_frames` frames.
 
     The re-blur measure of Crete et al. (2007), as in `skimage.measure.blur_effect`: blur
     each frame strongly along each axis and see how much of its pixel-to-pixel variation
@@ -97,7 +97,7 @@ def blur_score(plane: np.ndarray, frames: int = 8) -> float:
     """
     from skimage.measure import blur_effect
 
-    step = max(1, len(plane) // frames)
+    step = max(1, len(plane) // max_frames)
     scores = [blur_effect(f) for f in plane[::step] if np.ptp(f) > 0]
     scores = [x for x in scores if np.isfinite(x)]
     return float(np.median(scores)) if scores else 0.0
