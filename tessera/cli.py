@@ -371,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--token-budget", type=int, default=0, help="video tokens per batch (default: batch x full clip)")
     t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step")
     t.add_argument("--data", default=None, help="a `tessera prepare` dataset to train on (its VAE by default)")
-    t.add_argument("--tensorboard", default=None, help="also log TensorBoard scalars under this folder (pip install tensorboard)")
+    t.add_argument(
+        "--tensorboard", default=None, help="also log TensorBoard scalars under this folder (pip install tensorboard)"
+    )
     t.add_argument("--init-from", default=None, help="start the DiT from this generation checkpoint's weights")
     t.set_defaults(func=cmd_train)
 
