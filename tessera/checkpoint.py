@@ -70,9 +70,8 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
     """Restore what `optimizer_tensors` wrote under `prefix`."""
     sd = opt.state_dict()
     state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, v in tensors.items():
-        if key.startswith(prefix + "."):
-            idx, name = key[len(prefix) + 1 :].split(".", 1)
-            state.setdefault(int(idx), {})[name] = v
+    for key, v in split_prefix(tensors, prefix).items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = v
     sd["state"] = state
     opt.load_state_dict(sd)

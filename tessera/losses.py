@@ -108,7 +108,7 @@ class ExtraVAELoss:
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         if self.disc is None:
             return
-        disc = {k[len("disc.") :]: v for k, v in tensors.items() if k.startswith("disc.")}
+        disc = checkpoint.split_prefix(tensors, "disc")
         if disc:
             self.disc.load_state_dict(disc)
         checkpoint.load_optimizer_tensors(self.opt, tensors, prefix="disc_opt")
