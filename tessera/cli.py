@@ -203,12 +203,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"VAE checkpoint {vae_path} not found; run `tessera train vae --out {out}` first or pass --vae"
             )
+        if args.checkpoint_every < 1:
+            raise UsageError(f"--checkpoint-every {args.checkpoint_every} must be at least 1")
+        if args.time_limit_min < 0 or (args.time_limit_min and args.warmup < 50):
+            raise UsageError(
+                f"--time-limit-min {args.time_limit_min} needs a positive number of minutes and --warmup of at "
+                f"least 50 steps (got {args.warmup}): the step count is fixed after timing 50 steps"
+            )
         cfg = DiTTrainConfig(
             steps=args.dit_steps,
             batch=args.batch,
             lr=args.lr,
             warmup_steps=args.warmup,
-            checkpoint_every=100,
+            checkpoint_every=args.checkpoint_every,
+            time_limit_s=args.time_limit_min * 60,
             clips=args.clips,
             seed=args.seed,
             eval_every=args.eval_every,
@@ -370,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--durations-s", default=None, help="durations trained at, cut from the clips, e.g. 1,2,4")
     t.add_argument("--token-budget", type=int, default=0, help="video tokens per batch (default: batch x full clip)")
     t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step")
+    t.add_argument("--checkpoint-every", type=int, default=100, help="steps between crash-safe checkpoints")
+    t.add_argument(
+        "--time-limit-min", type=float, default=0.0,
+        help="fit the DiT run into this many minutes (latent cache included): the step count is set "
+        "after timing the first 50 steps, at most --dit-steps",
+    )  # fmt: skip
     t.add_argument("--data", default=None, help="a `tessera prepare` dataset to train on (its VAE by default)")
     t.add_argument(
         "--tensorboard", default=None, help="also log TensorBoard scalars under this folder (pip install tensorboard)"

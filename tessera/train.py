@@ -226,6 +226,21 @@ class DiTTrainConfig(TrainConfig):
     init_from: str = ""  # generation checkpoint whose DiT weights start the run (continue training a bundled model)
     data_dir: str = ""  # a prepared dataset (`tessera prepare`) to train on instead of the shapes world
     peak_tflops: float = 0.0  # the device's bf16 matmul peak for MFU; 0 measures it at start (~2 s)
+    time_limit_s: float = 0.0  # fit the run into this wall-clock budget (see `fit_steps`); 0 = run `steps`
+
+
+TIMING_STEPS = 50  # steps timed before a time-limited run fixes its step count
+
+
+def fit_steps(cfg: DiTTrainConfig, done: int, elapsed_s: float, s_per_step: float) -> int:
+    """The step count that ends a time-limited run inside `cfg.time_limit_s`, `done` steps in.
+
+    Called once, after `TIMING_STEPS` steps: with warmup longer than that, the learning rate so
+    far is the same for every step count, so the run is exactly the run with the returned
+    step count. 5% of the budget is kept for the last checkpoints.
+    """
+    left = 0.95 * cfg.time_limit_s - elapsed_s
+    return max(done, min(cfg.steps, done + int(left / s_per_step)))
 
 
 class TextTable:
@@ -296,9 +311,13 @@ class DiTState:
         D.barrier(self.d)
 
     def load(self, dit, ema: list[torch.Tensor], opt) -> int:
-        """Restore the last complete state into dit / ema / opt; returns its step (0 if none)."""
+        """Restore the last complete state into dit / ema / opt; returns its step (0 if none).
+
+        The run configuration it was saved with is left in `self.config`.
+        """
         from tessera import distributed as D
 
+        self.config: dict = {}
         if not self.pointer.exists():
             return 0
         info = json.loads(self.pointer.read_text())
@@ -307,7 +326,7 @@ class DiTState:
                 f"{self.out} was trained with {info['world']} process(es); resume it with the same number "
                 f"(torchrun --nproc-per-node {info['world']}) or start a new --out"
             )
-        tensors, _, _ = checkpoint.load(self._path(info["step"], self.d.rank))
+        tensors, self.config, _ = checkpoint.load(self._path(info["step"], self.d.rank))
         with torch.no_grad():
             for k, v in dit.state_dict().items():
                 D.local(v).copy_(tensors[f"model.{k}"])
@@ -324,19 +343,26 @@ class DiTState:
         return int(info["step"])
 
 
-def world_latents(vae: VideoVAE, out: Path, cfg: DiTTrainConfig) -> Path:
-    """Encode the shapes-world clips once (split over `cfg.shapes`); returns the cache folder."""
+def world_latents(vae: VideoVAE, out: Path, cfg: DiTTrainConfig, device: torch.device | str = "cpu") -> Path:
+    """Encode the shapes-world clips once (split over `cfg.shapes`); returns the cache folder.
+
+    Rendering runs on every core; encoding on `device` (a GPU encodes in bigger batches).
+    """
+    import os
+
     from tessera.data.latents import build_latent_cache
     from tessera.data.world import WorldConfig
 
     world = WorldConfig(seed=cfg.seed)
     shapes = cfg.shapes or ((cfg.height_px, cfg.width_px),)
+    on_gpu = torch.device(device).type == "cuda"
+    opts = dict(device=device, workers=os.cpu_count() or 1, batch=32 if on_gpu else 8)
     if len(shapes) == 1:
-        build_latent_cache(vae, out / "latents", cfg.clips, cfg.frames, *shapes[0], world)
+        build_latent_cache(vae, out / "latents", cfg.clips, cfg.frames, *shapes[0], world, **opts)
         return out / "latents"
     per = cfg.clips // len(shapes)
     for i, (h, w) in enumerate(shapes):
-        build_latent_cache(vae, out / "latents" / f"{h}x{w}", per, cfg.frames, h, w, world, first_index=i * per)
+        build_latent_cache(vae, out / "latents" / f"{h}x{w}", per, cfg.frames, h, w, world, first_index=i * per, **opts)
     return out / "latents"
 
 
@@ -358,6 +384,12 @@ def train_dit(
     from tessera.models.text import TextEncoder
     from tessera.pipeline import GenerateRequest, TesseraPipeline
 
+    t_start = time.time()
+    if cfg.time_limit_s and cfg.warmup_steps < TIMING_STEPS:
+        raise ValueError(
+            f"a time limit needs --warmup of at least {TIMING_STEPS} steps (got {cfg.warmup_steps}): the step "
+            "count is fixed after timing that many steps, and the schedule must not depend on it before then"
+        )
     d = D.init()
     out.mkdir(parents=True, exist_ok=True)
     vae = load_vae(vae_path)
@@ -371,10 +403,10 @@ def train_dit(
     else:
         root = out / "latents"
         if d.main:
-            world_latents(vae, out, cfg)
+            world_latents(vae, out, cfg, d.device)
         D.barrier(d)
     raw = load_latent_groups(root)
-    encoder = TextEncoder(model_cfg.text)
+    encoder = TextEncoder(model_cfg.text, device=d.device)
     table = TextTable(encoder, [t for _, texts in raw for ts in texts for t in ts])
     groups = [LatentGroup(z, [[table.index[t] for t in ts] for ts in texts]) for z, texts in raw]
     first = groups[0].latents.shape[2:]
@@ -402,8 +434,11 @@ def train_dit(
     state = DiTState(out, d)
     run_config = {"model": asdict(model_cfg), "train": asdict(cfg)}
     start = state.load(dit, ema, opt)
+    if start and cfg.time_limit_s:
+        cfg.steps = int(state.config["train"]["steps"])  # the count fixed when the run first started
+        run_config["train"]["steps"] = cfg.steps
     if start and d.main:
-        print(f"resuming DiT training from step {start}")
+        print(f"resuming DiT training from step {start} of {cfg.steps}")
     n_params = sum(p.numel() for p in dit.parameters())
     peak = cfg.peak_tflops * 1e12 or matmul_peak_flops(torch.bfloat16, d.device, sizes=(2048,), seconds=1.0)
     text_len = table.tokens.shape[1]
@@ -490,6 +525,14 @@ def train_dit(
                     params=n_params,
                 )
                 bar.set_postfix(loss=f"{step_loss:.4f}")
+        if step + 1 == 10:
+            t_timing = time.time()
+        if cfg.time_limit_s and start == 0 and step + 1 == TIMING_STEPS:
+            s_per_step = D.mean((time.time() - t_timing) / (TIMING_STEPS - 10), d)  # the same on every rank
+            cfg.steps = fit_steps(cfg, step + 1, time.time() - t_start, s_per_step)
+            run_config["train"]["steps"] = bar.total = cfg.steps
+            if d.main:
+                print(f"time limit {cfg.time_limit_s:.0f} s: {s_per_step * 1000:.0f} ms/step, training {cfg.steps} steps")
         checkpointing = (step + 1) % cfg.checkpoint_every == 0 or step + 1 in (cfg.steps, cfg.stop_at)
         evaluating = cfg.eval_every and (step + 1) % cfg.eval_every == 0
         if checkpointing or evaluating:
@@ -504,7 +547,7 @@ def train_dit(
             if evaluating and d.main:
                 quick_eval(step + 1, weights)
             D.barrier(d)
-        if step + 1 == cfg.stop_at:
+        if step + 1 == cfg.stop_at or step + 1 >= cfg.steps:
             break
     return final
 

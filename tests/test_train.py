@@ -91,3 +91,45 @@ def test_log_mirrors_numbers_to_tensorboard(tmp_path):
     assert set(events.Tags()["scalars"]) == {"loss", "lr", "eval/n", "eval/colour"}
     assert [(e.step, e.value) for e in events.Scalars("loss")] == [(0, 0.5), (10, 0.25)]
     assert events.Scalars("eval/colour")[0].value == 0.75
+
+
+def test_fit_steps_keeps_the_run_inside_its_time_limit():
+    from tessera.train import fit_steps
+
+    cfg = DiTTrainConfig(steps=1000, time_limit_s=100.0)
+    # 95 s usable, 20 s gone: 75 s more at 0.5 s/step is 150 steps after step 50
+    assert fit_steps(cfg, 50, elapsed_s=20.0, s_per_step=0.5) == 200
+    assert fit_steps(cfg, 50, elapsed_s=20.0, s_per_step=0.01) == 1000  # never more than asked for
+    assert fit_steps(cfg, 50, elapsed_s=200.0, s_per_step=0.5) == 50  # over budget: stop now
+
+
+def test_time_limited_run_stops_and_resumes_at_its_fixed_step_count(tmp_path):
+    vae_path = train_vae(
+        tmp_path / "vae", TINY.vae, TrainConfig(steps=1, batch=1, warmup_steps=1), frames=5, size_px=32
+    )
+    cfg = DiTTrainConfig(
+        steps=500, batch=1, warmup_steps=60, checkpoint_every=1000, clips=2, frames=1, height_px=32, width_px=32,
+        eval_every=0, peak_tflops=1.0, time_limit_s=1e-3,
+    )  # fmt: skip
+    final = train_dit(tmp_path / "a", dataclasses.replace(TINY), vae_path, cfg)
+    assert checkpoint.load(final)[2]["steps"] == "50"  # the budget was spent before timing ended
+    again = train_dit(tmp_path / "a", dataclasses.replace(TINY), vae_path, dataclasses.replace(cfg, steps=500))
+    assert checkpoint.load(again)[2]["steps"] == "50"  # resuming keeps the step count fixed at the start
+    with pytest.raises(ValueError, match="warmup"):
+        train_dit(tmp_path / "b", dataclasses.replace(TINY), vae_path, dataclasses.replace(cfg, warmup_steps=10))
+
+
+def test_latent_cache_does_not_depend_on_the_number_of_render_workers(tmp_path):
+    from tessera.data.latents import build_latent_cache
+    from tessera.data.world import WorldConfig
+    from tessera.models.vae import VideoVAE
+
+    torch.manual_seed(0)
+    vae = VideoVAE(TINY.vae).eval()
+    world = WorldConfig(seed=3)
+    one = build_latent_cache(vae, tmp_path / "one", 5, 5, 32, 64, world, clips_per_shard=3, batch=2)
+    two = build_latent_cache(vae, tmp_path / "two", 5, 5, 32, 64, world, clips_per_shard=3, batch=2, workers=2)
+    assert len(one) == len(two) == 2
+    for a, b in zip(one, two):
+        (ta, _, ma), (tb, _, mb) = checkpoint.load(a), checkpoint.load(b)
+        assert torch.equal(ta["latents"], tb["latents"]) and ma["texts"] == mb["texts"]

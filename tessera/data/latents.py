@@ -9,15 +9,17 @@ interrupted build resumes where it stopped and gives the same result.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 from tqdm import tqdm
 
 from tessera import checkpoint
 from tessera.data.captions import caption, simple_prompt
-from tessera.data.dataset import clip_rng, frames_to_tensor
+from tessera.data.dataset import clip_rng
 from tessera.data.world import WorldConfig, render, sample_spec
 from tessera.models.vae import VideoVAE
 
@@ -29,6 +31,14 @@ def clip_texts(spec, rng: np.random.Generator) -> list[str]:
         o = spec.objects[0]
         texts.append(simple_prompt(o.colour, o.shape, o.motion, spec.background))
     return texts
+
+
+def _render_clip(job: tuple) -> tuple[np.ndarray, list[str]]:
+    """One world clip: uint8 frames (T, H, W, 3) and its candidate texts (runs in a worker process)."""
+    index, frames, height_px, width_px, world = job
+    rng = clip_rng(world.seed, index)
+    spec = sample_spec(rng, width_px / height_px, world)
+    return render(spec, frames, height_px, width_px), clip_texts(spec, rng)
 
 
 @torch.no_grad()
@@ -43,38 +53,53 @@ def build_latent_cache(
     clips_per_shard: int = 256,
     batch: int = 8,
     first_index: int = 0,
+    device: torch.device | str = "cpu",
+    workers: int = 1,
 ) -> list[Path]:
-    """Encode world clips `first_index ..` (`clips` of them) into shards under `out`; returns the shard paths."""
+    """Encode world clips `first_index ..` (`clips` of them) into shards under `out`; returns the shard paths.
+
+    Clips are rendered by `workers` processes (each clip depends only on its index, so the
+    result does not depend on the number of workers) and encoded by `vae` on `device`.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    vae = vae.to(device)
     paths = []
     n_shards = (clips + clips_per_shard - 1) // clips_per_shard
     bar = tqdm(total=clips, desc="encode", mininterval=5)
-    for s in range(n_shards):
-        path = out / f"shard_{s:05d}.safetensors"
-        paths.append(path)
-        lo, hi = s * clips_per_shard, min(clips, (s + 1) * clips_per_shard)
-        if path.exists():
-            bar.update(hi - lo)
-            continue
-        latents, texts = [], []
-        for i0 in range(lo, hi, batch):
-            pixels = []
-            for i in range(i0, min(hi, i0 + batch)):
-                rng = clip_rng(world.seed, first_index + i)
-                spec = sample_spec(rng, width_px / height_px, world)
-                pixels.append(frames_to_tensor(render(spec, frames, height_px, width_px)))
-                texts.append(clip_texts(spec, rng))
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                latents.append(vae.encode(torch.stack(pixels)).to(torch.bfloat16))  # (b, C, T', H', W')
-            bar.update(len(pixels))
-        meta = {
-            "frames": frames,
-            "height_px": height_px,
-            "width_px": width_px,
-            "seed": world.seed,
-            "first": first_index + lo,
-        }
-        checkpoint.save(path, {"latents": torch.cat(latents)}, meta, texts=json.dumps(texts))
+    pool = mp.get_context("fork").Pool(workers) if workers > 1 else None
+    try:
+        for s in range(n_shards):
+            path = out / f"shard_{s:05d}.safetensors"
+            paths.append(path)
+            lo, hi = s * clips_per_shard, min(clips, (s + 1) * clips_per_shard)
+            if path.exists():
+                bar.update(hi - lo)
+                continue
+            jobs = [(first_index + i, frames, height_px, width_px, world) for i in range(lo, hi)]
+            rendered = pool.imap(_render_clip, jobs, chunksize=2) if pool else map(_render_clip, jobs)
+            latents, texts, pixels = [], [], []
+            for i, (clip, clip_text) in enumerate(rendered):
+                pixels.append(torch.from_numpy(clip))
+                texts.append(clip_text)
+                if len(pixels) == batch or lo + i + 1 == hi:
+                    x = torch.stack(pixels).to(device).float().div(127.5).sub(1.0)  # (b, T, H, W, 3)
+                    x = rearrange(x, "b t h w c -> b c t h w")
+                    with torch.autocast(device.type, dtype=torch.bfloat16):
+                        latents.append(vae.encode(x).to(torch.bfloat16).cpu())  # (b, C, T', H', W')
+                    bar.update(len(pixels))
+                    pixels = []
+            meta = {
+                "frames": frames,
+                "height_px": height_px,
+                "width_px": width_px,
+                "seed": world.seed,
+                "first": first_index + lo,
+            }
+            checkpoint.save(path, {"latents": torch.cat(latents)}, meta, texts=json.dumps(texts))
+    finally:
+        if pool:
+            pool.terminate()
     bar.close()
     return paths
 

@@ -34,9 +34,12 @@ def default_model_path() -> str:
 
 
 class TextEncoder:
-    """Frozen text encoder. Call it with a list of prompts; results are cached per prompt."""
+    """Frozen text encoder. Call it with a list of prompts; results are cached per prompt.
 
-    def __init__(self, cfg: TextConfig | None = None):
+    The model runs on `device`; embeddings are always returned on the CPU in fp32.
+    """
+
+    def __init__(self, cfg: TextConfig | None = None, device: torch.device | str = "cpu"):
         import transformers
 
         cfg = cfg or TextConfig()
@@ -47,7 +50,8 @@ class TextEncoder:
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         model = transformers.AutoModel.from_pretrained(path)
         self.model = model.get_encoder() if hasattr(model, "get_encoder") and model.config.is_encoder_decoder else model
-        self.model.eval().requires_grad_(False)
+        self.model.eval().requires_grad_(False).to(device)
+        self.device = torch.device(device)
         self.dim = int(getattr(model.config, "hidden_size", None) or model.config.d_model)
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -56,9 +60,10 @@ class TextEncoder:
         batch = self.tokenizer(
             prompts, padding="max_length", truncation=True, max_length=self.cfg.max_tokens, return_tensors="pt"
         )
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+        out = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float().cpu()
         for p, h, m in zip(prompts, out, batch["attention_mask"].bool()):
-            self._cache[p] = (h.float(), m)
+            self._cache[p] = (h, m)
 
     def __call__(self, prompts: list[str]) -> TextEmbedding:
         new = list(dict.fromkeys(p for p in prompts if p not in self._cache))
