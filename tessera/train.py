@@ -532,7 +532,9 @@ def train_dit(
             cfg.steps = fit_steps(cfg, step + 1, time.time() - t_start, s_per_step)
             run_config["train"]["steps"] = bar.total = cfg.steps
             if d.main:
-                print(f"time limit {cfg.time_limit_s:.0f} s: {s_per_step * 1000:.0f} ms/step, training {cfg.steps} steps")
+                print(
+                    f"time limit {cfg.time_limit_s:.0f} s: {s_per_step * 1000:.0f} ms/step, training {cfg.steps} steps"
+                )
         checkpointing = (step + 1) % cfg.checkpoint_every == 0 or step + 1 in (cfg.steps, cfg.stop_at)
         evaluating = cfg.eval_every and (step + 1) % cfg.eval_every == 0
         if checkpointing or evaluating:
