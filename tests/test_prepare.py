@@ -339,6 +339,27 @@ def test_rule_captioner_expands_short_titles_in_varied_wording(clean_manifest):
     assert len(openings) >= 2, openings
 
 
+def test_captions_name_a_plain_background_and_a_locked_off_camera(clean_manifest):
+    from tessera.data.dataset import world_clip
+    from tessera.data.filters import colour_name
+
+    assert [colour_name(c) for c in ((15, 15, 15), (110, 110, 110), (20, 30, 70), (250, 250, 250))] == [
+        "black", "gray", "navy", "white"
+    ]  # fmt: skip
+    kept = [r for r in clean_manifest if r["status"] == "kept"]
+    shapes = 0
+    for r in kept:
+        _, spec, _ = world_clip(3, int(Path(r["source"]).name[:4]), 24, 128, 128)
+        if spec.kind == "pan":  # a photo fills the frame: no plain background
+            assert r["facts"]["backdrop"] == ""
+            continue
+        shapes += 1
+        assert r["facts"]["backdrop"] == spec.background
+        assert r["facts"]["camera"] == "static"  # the object moves, not the camera
+        assert f"on a {spec.background} background" in r["caption"]
+    assert shapes >= 4
+
+
 def test_a_long_title_is_kept_as_the_caption(tmp_path):
     src = write_world_videos(tmp_path, 1, seed=1)[0]
     title = "a slow evening shot of a yellow shape crossing a dark stage while the light fades out"

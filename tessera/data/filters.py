@@ -171,21 +171,74 @@ _COLOUR_HUES = {
 }
 
 
+_DARK_NAMES = {"blue": "navy", "red": "maroon", "orange": "brown", "yellow": "olive", "cyan": "teal"}
+
+
+def _hue_index(hue_deg: np.ndarray) -> np.ndarray:
+    centres = np.array(list(_COLOUR_HUES.values()), np.float32)
+    d = np.abs(hue_deg[..., None] - centres)
+    return np.minimum(d, 360 - d).argmin(-1)
+
+
+def colour_name(rgb) -> str:
+    """A plain name for one RGB colour (0..255): a gray level, a hue, or a dark hue (navy, maroon, ...)."""
+    c = np.asarray(rgb, np.float32) / 255
+    v, lo = float(c.max()), float(c.min())
+    if v < 0.12 or (v - lo) / max(v, 1e-6) < 0.25:
+        return (
+            "black"
+            if v < 0.12
+            else "dark gray"
+            if v < 0.3
+            else "gray"
+            if v < 0.6
+            else "light gray"
+            if v < 0.85
+            else "white"
+        )
+    hue = float(cv2.cvtColor(np.uint8([[np.clip(c * 255, 0, 255)]]), cv2.COLOR_RGB2HSV_FULL)[0, 0, 0]) * 360 / 256
+    name = list(_COLOUR_HUES)[int(_hue_index(np.float32(hue)))]
+    return _DARK_NAMES.get(name, f"dark {name}") if v < 0.55 else name
+
+
 def dominant_colour(frames: np.ndarray) -> str:
-    """Name of the most common saturated hue, or a grey level when little is saturated."""
+    """Name of the most common saturated hue, or a gray level when little is saturated."""
     f = frames[:: max(1, len(frames) // 4)]
     hsv = np.stack([cv2.cvtColor(x, cv2.COLOR_RGB2HSV_FULL) for x in f]).reshape(-1, 3).astype(np.float32)
     hue, sat, val = hsv[:, 0] * 360 / 256, hsv[:, 1] / 255, hsv[:, 2] / 255
     vivid = (sat > 0.35) & (val > 0.25)
     if vivid.mean() < 0.02:
         v = val.mean()
-        return "black" if v < 0.2 else "dark grey" if v < 0.4 else "grey" if v < 0.7 else "white"
-    names = list(_COLOUR_HUES)
-    centres = np.array(list(_COLOUR_HUES.values()), np.float32)
-    d = np.abs(hue[vivid, None] - centres[None])
-    d = np.minimum(d, 360 - d)
-    counts = np.bincount(d.argmin(1), minlength=len(names))
-    return names[int(counts.argmax())]
+        return "black" if v < 0.2 else "dark gray" if v < 0.4 else "gray" if v < 0.7 else "white"
+    counts = np.bincount(_hue_index(hue[vivid]), minlength=len(_COLOUR_HUES))
+    return list(_COLOUR_HUES)[int(counts.argmax())]
+
+
+def plain_backdrop(frames: np.ndarray, band: float = 0.04, tolerance: float = 40.0) -> str:
+    """The name of a plain, unchanging background, or "" when there is none.
+
+    Looks at the frame border (a `band` of each side) of a few frames: it is a plain
+    backdrop when at least 85% of its pixels lie within `tolerance` (RGB distance) of
+    the border's median colour in every frame, and that colour stays put over the clip.
+    frames: uint8 (T, H, W, 3).
+    """
+    f = frames[:: max(1, len(frames) // 4)].astype(np.float32)
+    t, h, w, _ = f.shape
+    k = max(1, round(band * min(h, w)))
+    border = np.concatenate(
+        [
+            f[:, :k].reshape(t, -1, 3),
+            f[:, -k:].reshape(t, -1, 3),
+            f[:, :, :k].reshape(t, -1, 3),
+            f[:, :, -k:].reshape(t, -1, 3),
+        ],
+        axis=1,
+    )  # (T, N, 3)
+    med = np.median(border, axis=1)  # (T, 3)
+    near = np.linalg.norm(border - med[:, None], axis=-1) < tolerance
+    if near.mean(axis=1).min() < 0.85 or np.linalg.norm(med - med[0], axis=-1).max() > tolerance / 2:
+        return ""
+    return colour_name(med.mean(axis=0))
 
 
 def camera_motion(
@@ -231,10 +284,15 @@ def measure(frames: np.ndarray, luma: np.ndarray, probe: dict, cfg: FilterConfig
     for name, (v, t, kind) in values.items():
         ok = v <= t if kind == "max" else v >= t
         filters[name] = {"value": round(v, 4), "threshold": t, "pass": bool(ok)}
+    thumbs = downscale(frames, 64)
+    backdrop = plain_backdrop(thumbs)
+    camera = camera_motion(shifts, reliable, cfg.analysis_fps, side, values["shake"][0], cfg.max_shake_pct)
     facts = {
         "mean_luma": round(float(small.mean()), 1),
-        "colour": dominant_colour(downscale(frames, 64)),
-        "camera": camera_motion(shifts, reliable, cfg.analysis_fps, side, values["shake"][0], cfg.max_shake_pct),
+        "colour": dominant_colour(thumbs),
+        "backdrop": backdrop,
+        # a plain backdrop that stays put shows no camera motion: any shift found is the subject's
+        "camera": "static" if backdrop else camera,
         "motion": round(values["static"][0], 2),
     }
     return filters, facts

@@ -3,7 +3,7 @@
 Two captioners behind one interface, `captions(frames, title, facts, seed) -> list[str]`:
 
 * `RuleCaptioner` (default): title words plus facts measured by the filters (duration,
-  aspect, brightness, dominant colour, camera motion, pace), in varied wording;
+  aspect, brightness, dominant colour, plain background, camera motion, pace), in varied wording;
 * `VisionLanguageCaptioner`: an image-to-text `transformers` model (GIT, BLIP, ...) loaded
   from a local folder, describing the middle frame; the measured facts are appended.
 
@@ -83,7 +83,7 @@ def facts_sentence(facts: dict, rng: np.random.Generator) -> str:
     colour = facts.get("colour", "")
     tone = (
         f"{colour} tones dominate the frame"
-        if colour and colour not in ("black", "dark grey", "grey", "white")
+        if colour and colour not in ("black", "dark gray", "gray", "white")
         else f"the palette is mostly {colour or 'neutral'}"
     )
     light = brightness_phrase(float(facts.get("mean_luma", 100)), rng)
@@ -116,6 +116,9 @@ class RuleCaptioner:
     def captions(self, frames: np.ndarray | None, title: str, facts: dict, seed: int) -> list[str]:
         rng = np.random.default_rng(seed)
         subject = _subject(title)
+        backdrop = facts.get("backdrop", "")
+        if backdrop and "background" not in subject:
+            subject += f" on a {backdrop} background"
         duration = float(facts.get("duration_s", 0))
         aspect = aspect_word(int(facts.get("width_px", 1)), int(facts.get("height_px", 1)))
         out: list[str] = []
@@ -160,7 +163,8 @@ class VisionLanguageCaptioner:
         rng = np.random.default_rng(seed)
         seen = self.describe(frames[len(frames) // 2]) or _subject(title)
         seen = seen[0].upper() + seen[1:]
-        return [f"{seen.rstrip('.')}. {facts_sentence(facts, rng)}"]
+        backdrop = f" The background is plain {facts['backdrop']}." if facts.get("backdrop") else ""
+        return [f"{seen.rstrip('.')}. {facts_sentence(facts, rng)}{backdrop}"]
 
 
 _CAPTIONERS: dict[str, Captioner] = {}
