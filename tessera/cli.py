@@ -174,7 +174,7 @@ def _latent_lengths(text: str | None, cfg) -> tuple[int, ...]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tessera.config import PRESETS
-    from tessera.train import DiTTrainConfig, TrainConfig, train_dit, train_vae
+    from tessera.train import TIMING_STEPS, DiTTrainConfig, TrainConfig, train_dit, train_vae
 
     out = Path(args.out)
     preset = copy.deepcopy(PRESETS[args.preset])
@@ -205,10 +205,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         if args.checkpoint_every < 1:
             raise UsageError(f"--checkpoint-every {args.checkpoint_every} must be at least 1")
-        if args.time_limit_min < 0 or (args.time_limit_min and args.warmup < 50):
+        if args.time_limit_min < 0 or (args.time_limit_min and args.warmup < TIMING_STEPS):
             raise UsageError(
                 f"--time-limit-min {args.time_limit_min} needs a positive number of minutes and --warmup of at "
-                f"least 50 steps (got {args.warmup}): the step count is fixed after timing 50 steps"
+                f"least {TIMING_STEPS} steps (got {args.warmup}): the step count is fixed after timing "
+                f"{TIMING_STEPS} steps"
             )
         cfg = DiTTrainConfig(
             steps=args.dit_steps,

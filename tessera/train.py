@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -348,8 +349,6 @@ def world_latents(vae: VideoVAE, out: Path, cfg: DiTTrainConfig, device: torch.d
 
     Rendering runs on every core; encoding on `device` (a GPU encodes in bigger batches).
     """
-    import os
-
     from tessera.data.latents import build_latent_cache
     from tessera.data.world import WorldConfig
 
@@ -525,9 +524,10 @@ def train_dit(
                     params=n_params,
                 )
                 bar.set_postfix(loss=f"{step_loss:.4f}")
-        if step + 1 == 10:
+        timing = cfg.time_limit_s and start == 0
+        if timing and step + 1 == 10:  # the first steps warm up caches and kernels: time from step 10
             t_timing = time.time()
-        if cfg.time_limit_s and start == 0 and step + 1 == TIMING_STEPS:
+        if timing and step + 1 == TIMING_STEPS:
             s_per_step = D.mean((time.time() - t_timing) / (TIMING_STEPS - 10), d)  # the same on every rank
             cfg.steps = fit_steps(cfg, step + 1, time.time() - t_start, s_per_step)
             run_config["train"]["steps"] = bar.total = cfg.steps

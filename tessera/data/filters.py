@@ -180,22 +180,17 @@ def _hue_index(hue_deg: np.ndarray) -> np.ndarray:
     return np.minimum(d, 360 - d).argmin(-1)
 
 
+def _gray_name(value: float, levels: tuple[tuple[float, str], ...]) -> str:
+    """The first name whose upper bound exceeds `value` (0..1), else white."""
+    return next((name for bound, name in levels if value < bound), "white")
+
+
 def colour_name(rgb) -> str:
     """A plain name for one RGB colour (0..255): a gray level, a hue, or a dark hue (navy, maroon, ...)."""
     c = np.asarray(rgb, np.float32) / 255
     v, lo = float(c.max()), float(c.min())
     if v < 0.12 or (v - lo) / max(v, 1e-6) < 0.25:
-        return (
-            "black"
-            if v < 0.12
-            else "dark gray"
-            if v < 0.3
-            else "gray"
-            if v < 0.6
-            else "light gray"
-            if v < 0.85
-            else "white"
-        )
+        return _gray_name(v, ((0.12, "black"), (0.3, "dark gray"), (0.6, "gray"), (0.85, "light gray")))
     hue = float(cv2.cvtColor(np.uint8([[np.clip(c * 255, 0, 255)]]), cv2.COLOR_RGB2HSV_FULL)[0, 0, 0]) * 360 / 256
     name = list(_COLOUR_HUES)[int(_hue_index(np.float32(hue)))]
     return _DARK_NAMES.get(name, f"dark {name}") if v < 0.55 else name
@@ -208,8 +203,7 @@ def dominant_colour(frames: np.ndarray) -> str:
     hue, sat, val = hsv[:, 0] * 360 / 256, hsv[:, 1] / 255, hsv[:, 2] / 255
     vivid = (sat > 0.35) & (val > 0.25)
     if vivid.mean() < 0.02:
-        v = val.mean()
-        return "black" if v < 0.2 else "dark gray" if v < 0.4 else "gray" if v < 0.7 else "white"
+        return _gray_name(float(val.mean()), ((0.2, "black"), (0.4, "dark gray"), (0.7, "gray")))
     counts = np.bincount(_hue_index(hue[vivid]), minlength=len(_COLOUR_HUES))
     return list(_COLOUR_HUES)[int(counts.argmax())]
 

@@ -59,7 +59,8 @@ def build_latent_cache(
     """Encode world clips `first_index ..` (`clips` of them) into shards under `out`; returns the shard paths.
 
     Clips are rendered by `workers` processes (each clip depends only on its index, so the
-    result does not depend on the number of workers) and encoded by `vae` on `device`.
+    result does not depend on the number of workers) and encoded by `vae` on `device`
+    (the VAE is moved there and stays there).
     """
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
