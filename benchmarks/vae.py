@@ -14,6 +14,11 @@ and tiled decoding of a 720p clip.
             same held-out clips and the decode speed ratio (ours / Wan).
 (d) tiled:  tiled decode of a 1280×720, 49-frame latent (peak RSS, time) in a fresh process,
             and tiled vs untiled PSNR at a size where untiled fits.
+(e) capacity: what simple codes with a given number of latent numbers reach on the same
+            held-out clips (area down-sampling, the best linear block code): how big a latent
+            a PSNR target needs.
+
+`--only` updates those sections of an existing results file and keeps the others.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from einops import rearrange
 
 from tessera.config import PRESETS
-from tessera.data.dataset import frames_to_tensor, vae_batch, world_clip
-from tessera.data.world import WorldConfig
+from tessera.data.dataset import clip_rng, frames_to_tensor, vae_batch, world_clip
+from tessera.data.world import WorldConfig, sample_spec
 from tessera.metrics import psnr, ssim
 from tessera.models.autoencoder import DiffusersVAE, load_video_vae
 from tessera.models.tiling import TilingConfig, tiled_decode
@@ -87,12 +93,73 @@ def quality(vae, x: torch.Tensor) -> dict:
 # ----------------------------------------------------------------------------- (a) recon
 
 
+def held_out_photos(n: int, seed: int = HELD_OUT_SEED) -> list[str]:
+    """Which photo each of the first n held-out pan clips shows."""
+    cfg = WorldConfig(seed=seed, pan_fraction=1.0, exclude_held_out=False)
+    return [sample_spec(clip_rng(seed, i), 1.0, cfg).photo for i in range(n)]
+
+
 def bench_recon(args) -> dict:
     vae = load_video_vae()
-    out = {"size_px": args.size, "frames": args.frames, "seed": HELD_OUT_SEED}
+    out = {"size_px": args.size, "frames": args.frames, "seed": HELD_OUT_SEED, "vae": asdict(vae.cfg)}
     for name, pan in (("shapes", 0.0), ("pans", 1.0)):
-        out[name] = quality(vae, held_out(args.clips, args.frames, args.size, pan))
+        x = held_out(args.clips, args.frames, args.size, pan)
+        y = reconstruct(vae, x)
+        p = psnr(y, x)
+        out[name] = {"psnr_db": round(p.mean().item(), 2), "ssim": round(ssim(y, x).mean().item(), 4), "clips": len(x)}
+        if pan:
+            by_photo: dict[str, list[float]] = {}
+            for photo, v in zip(held_out_photos(len(x)), p.tolist()):
+                by_photo.setdefault(photo, []).append(v)
+            out[name]["psnr_db_by_photo"] = {k: round(sum(v) / len(v), 2) for k, v in sorted(by_photo.items())}
         print(f"recon {name}: {out[name]}")
+    return out
+
+
+# ----------------------------------------------------------------------------- (e) capacity
+
+
+def _blocks(x: torch.Tensor, space: int, time_: int) -> torch.Tensor:
+    """(B, 3, 1 + k·time_, H, W) -> (N, 3·time_·space²): frames after the first, cut into space-time blocks."""
+    return rearrange(x[:, :, 1:], "b c (t k) (h p) (w q) -> (b t h w) (c k p q)", k=time_, p=space, q=space)
+
+
+def bench_capacity(args) -> dict:
+    """How many numbers per clip a reconstruction target needs, whatever the network.
+
+    Two codes with no learning in the decoder, on the same held-out clips as (a):
+    * area down-sampling of every frame by f, then bicubic up-sampling (3 numbers per f×f pixels);
+    * the best linear code (PCA) of space-time blocks, fitted on training clips, keeping k
+      numbers per block; at (16 px, 4 frames, 16) it has exactly as many numbers as our latent.
+    A trained non-linear decoder beats the linear code by a few dB; a target far above the
+    linear figure at our latent size needs a bigger latent, not a longer run.
+    """
+    import torch.nn.functional as F
+
+    n_train = 8 if args.quick else 48
+    size, frames = (64, 9) if args.quick else (args.size, args.frames)
+    out = {"size_px": size, "frames": frames, "latent_numbers_per_pixel_frame": round(16 / (16 * 16 * 4), 5)}
+    codes = [(16, 4, 16), (8, 4, 16), (8, 4, 32), (8, 4, 64)] if not args.quick else [(16, 4, 16)]
+    for name, pan in (("shapes", 0.0), ("pans", 1.0)):
+        x = held_out(args.clips, frames, size, pan)
+        train = held_out(n_train, frames, size, pan, seed=7)
+        row: dict[str, dict] = {}
+        fr = rearrange(x, "b c t h w -> (b t) c h w")
+        for f in (4, 8, 16):
+            y = F.interpolate(F.avg_pool2d(fr, f), scale_factor=f, mode="bicubic").clamp(-1, 1)
+            mse = (y - fr).pow(2).mean()
+            row[f"downsample_{f}x"] = {"psnr_db": round((10 * torch.log10(4 / mse)).item(), 2),
+                                       "numbers_per_pixel_frame": round(3 / f**2, 5)}  # fmt: skip
+        for space, time_, k in codes:
+            b = _blocks(train, space, time_)
+            mu = b.mean(0)
+            _, _, v = torch.pca_lowrank(b - mu, q=k, center=False, niter=4)
+            bx = _blocks(x, space, time_)
+            mse = (((bx - mu) @ v @ v.T + mu).clamp(-1, 1) - bx).pow(2).mean()
+            row[f"pca_{space}px_{time_}f_{k}"] = {"psnr_db": round((10 * torch.log10(4 / mse)).item(), 2),
+                                                  "numbers_per_pixel_frame": round(k / (space**2 * time_), 5)}  # fmt: skip
+        out[name] = row
+        print(f"capacity {name}: {row}")
     return out
 
 
@@ -280,7 +347,7 @@ def bench_tiled(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="+", choices=["recon", "speed", "race", "tiled"], default=None)
+    ap.add_argument("--only", nargs="+", choices=["recon", "speed", "race", "tiled", "capacity"], default=None)
     ap.add_argument("--quick", action="store_true", help="tiny sizes and models: checks the script runs")
     ap.add_argument("--clips", type=int, default=32, help="held-out clips per kind for (a)")
     ap.add_argument("--size", type=int, default=256)
@@ -302,8 +369,14 @@ def main() -> None:
     if args.quick:
         args.clips, args.size, args.frames, args.repeats = 2, 64, 5, 1
         args.train_size, args.train_frames, args.race_clips = 32, 5, 2
-    sections = {"recon": bench_recon, "speed": bench_speed, "race": bench_race, "tiled": bench_tiled}
-    results = {
+    sections = {
+        "recon": bench_recon, "speed": bench_speed, "race": bench_race, "tiled": bench_tiled, "capacity": bench_capacity,
+    }  # fmt: skip
+    path = Path(args.out)
+    kept = json.loads(path.read_text()) if args.only and path.is_file() else {}
+    if kept.get("quick", args.quick) != args.quick:
+        kept = {}  # never mix quick and full figures in one file
+    results = kept | {
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
         "torch": torch.__version__,
         "quick": args.quick,
@@ -313,8 +386,8 @@ def main() -> None:
         s = time.perf_counter()
         results[name] = sections[name](args)
         results[name]["section_s"] = round(time.perf_counter() - s, 1)
+        results[name]["measured"] = time.strftime("%Y-%m-%d %H:%M")
     results["total_s"] = round(time.perf_counter() - t0, 1)
-    path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {path} ({results['total_s']} s)")

@@ -173,8 +173,9 @@ def _latent_lengths(text: str | None, cfg) -> tuple[int, ...]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from tessera import checkpoint
     from tessera.config import PRESETS
-    from tessera.train import TIMING_STEPS, DiTTrainConfig, TrainConfig, train_dit, train_vae
+    from tessera.train import TIMING_STEPS, DiTTrainConfig, TrainConfig, replace_vae, train_dit, train_vae
 
     out = Path(args.out)
     preset = copy.deepcopy(PRESETS[args.preset])
@@ -186,10 +187,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         preset.shift_ref_tokens = args.shift_ref_tokens
     if args.stage in ("vae", "recipe"):
         cfg = TrainConfig(
-            steps=args.vae_steps, batch=6, lr=1e-3, warmup_steps=100, checkpoint_every=50, seed=args.seed,
-            tensorboard=str(Path(args.tensorboard) / "vae") if args.tensorboard else "",
+            steps=args.vae_steps, batch=args.vae_batch, lr=args.vae_lr, warmup_steps=100, checkpoint_every=50,
+            seed=args.seed, tensorboard=str(Path(args.tensorboard) / "vae") if args.tensorboard else "",
         )  # fmt: skip
-        train_vae(out / "vae", preset.vae, cfg, frames=9, size_px=128)
+        if args.decoder_from and args.stage != "vae":
+            raise UsageError("--decoder-from is for `tessera train vae` (a decoder fine-tune), not the recipe")
+        if args.decoder_from and not Path(args.decoder_from).is_file():
+            raise UsageError(f"--decoder-from {args.decoder_from} is not a file; give a VAE or generation checkpoint")
+        if not 0 <= args.pan_fraction <= 1:
+            raise UsageError(f"--pan-fraction {args.pan_fraction} is outside 0..1")
+        if args.vae_size % preset.vae.spatial_factor or (args.vae_frames - 1) % preset.vae.temporal_factor:
+            raise UsageError(
+                f"--vae-size {args.vae_size} must be a multiple of {preset.vae.spatial_factor} and --vae-frames "
+                f"{args.vae_frames} of the form 1 + k × {preset.vae.temporal_factor}"
+            )
+        if args.decoder_refine_blocks is not None:
+            preset.vae.decoder_refine_blocks = args.decoder_refine_blocks
+        vae_path = train_vae(
+            out / "vae", preset.vae, cfg, frames=args.vae_frames, size_px=args.vae_size,
+            pan_fraction=args.pan_fraction, decoder_from=args.decoder_from or "",
+        )  # fmt: skip
+        if args.decoder_from and checkpoint.load(args.decoder_from)[2].get("kind") == "generator":
+            swapped = out / "vae" / Path(args.decoder_from).name
+            replace_vae(args.decoder_from, vae_path, swapped)
+            print(f"generation checkpoint with the fine-tuned decoder: {swapped}")
     if args.data and args.stage != "dit":
         raise UsageError("--data is for `tessera train dit`; train the VAE on the shapes world first")
     if args.stage in ("dit", "recipe"):
@@ -362,6 +383,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vae", default=None, help="VAE checkpoint for the dit stage (default OUT/vae/vae.safetensors)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--vae-steps", type=int, default=1200)
+    t.add_argument("--vae-batch", type=int, default=6, help="VAE clips per step")
+    t.add_argument("--vae-lr", type=float, default=1e-3, help="VAE peak learning rate")
+    t.add_argument("--vae-size", type=int, default=128, help="side of the square VAE training clips (px)")
+    t.add_argument("--vae-frames", type=int, default=9, help="frames of the VAE training clips (1 + 4k)")
+    t.add_argument("--pan-fraction", type=float, default=0.25, help="share of photo pans in VAE training clips")
+    t.add_argument(
+        "--decoder-from", default=None,
+        help="fine-tune only the decoder of this VAE or generation checkpoint; the latent space stays the same",
+    )  # fmt: skip
+    t.add_argument(
+        "--decoder-refine-blocks",
+        type=int,
+        default=None,
+        help="extra decoder blocks at full resolution (default: preset)",
+    )
     t.add_argument("--dit-steps", type=int, default=1900)
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr", type=float, default=8e-4)

@@ -18,6 +18,7 @@ class VAEConfig:
     blocks_per_level: int = 1
     patch_px: int = 4  # space-to-depth before the first convolution
     temporal_downsamples: int = 2  # how many of the down-samples also halve time
+    decoder_refine_blocks: int = 0  # extra residual blocks at the decoder's finest level (latent unchanged)
 
     @property
     def spatial_factor(self) -> int:

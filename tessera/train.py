@@ -11,7 +11,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from tessera import checkpoint
-from tessera.config import ModelConfig, VAEConfig, vae_config_from_dict
+from tessera.config import ModelConfig, VAEConfig, model_config_from_dict, vae_config_from_dict
 from tessera.data.dataset import vae_batch
 from tessera.diffusion.flow import flow_loss, sample_train_times
 from tessera.losses import ExtraVAELoss, VAELossConfig
@@ -138,18 +138,38 @@ def train_vae(
     pan_fraction: float = 0.25,
     kl_weight: float = 1e-4,
     extra_loss: VAELossConfig | None = None,
+    decoder_from: str | Path = "",
 ) -> Path:
     """Train the VAE on the shapes world; returns the path of the final weights.
 
     `extra_loss` adds SSIM and/or adversarial terms (tessera.losses); None or the default config adds nothing.
+
+    `decoder_from` (a VAE or generation checkpoint) fine-tunes only the decoder of that VAE: the encoder
+    and the latent statistics stay as they are, so the latent space, and every DiT trained on it, stays
+    valid. `vae_cfg` may then add `decoder_refine_blocks` to the loaded configuration; the new blocks
+    start as the identity.
     """
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "vae_state.safetensors"
     torch.manual_seed(cfg.seed)
-    vae = VideoVAE(vae_cfg)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    if decoder_from:
+        from tessera.models.autoencoder import load_video_vae
+
+        base = load_video_vae(decoder_from)
+        vae_cfg = replace(base.cfg, decoder_refine_blocks=vae_cfg.decoder_refine_blocks)
+        vae = VideoVAE(vae_cfg)
+        missing, unexpected = vae.load_state_dict(base.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("decoder.refine.") for k in missing):
+            raise ValueError(f"{decoder_from}: VAE weights do not fit its own config (missing {missing[:3]})")
+        vae.encoder.requires_grad_(False)
+        vae.encoder.eval()
+    else:
+        vae = VideoVAE(vae_cfg)
+    trained = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     start = 0
     run_config = {"vae": asdict(vae_cfg), "train": asdict(cfg), "frames": frames, "size_px": size_px}
+    run_config |= {"pan_fraction": pan_fraction, "decoder_from": str(decoder_from)}
     extra = ExtraVAELoss(extra_loss, bf16=cfg.bf16) if extra_loss and extra_loss.enabled else None
     if extra:
         run_config["extra_loss"] = asdict(extra_loss)
@@ -178,7 +198,7 @@ def train_vae(
             loss, parts = loss + more, parts | more_parts
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
+        gnorm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
         if extra:
             parts |= extra.discriminator_step(x, recon, step)  # uses recon detached
         if step % cfg.log_every == 0:
@@ -199,9 +219,10 @@ def train_vae(
         if step + 1 == cfg.stop_at:
             return state_path
     vae.eval()
-    mean, std = measure_latent_stats(vae, cfg.seed, size_px=max(size_px, 2 * vae_cfg.spatial_factor))
-    vae.latent_mean.copy_(mean)
-    vae.latent_std.copy_(std.clamp_min(1e-3))
+    if not decoder_from:  # a fine-tuned decoder keeps the loaded statistics: the latent space must not move
+        mean, std = measure_latent_stats(vae, cfg.seed, size_px=max(size_px, 2 * vae_cfg.spatial_factor))
+        vae.latent_mean.copy_(mean)
+        vae.latent_std.copy_(std.clamp_min(1e-3))
     final = out / "vae.safetensors"
     checkpoint.save(final, vae.state_dict(), asdict(vae_cfg), kind="vae", steps=str(cfg.steps), seed=str(cfg.seed))
     return final
@@ -267,6 +288,21 @@ def generator_tensors(vae: VideoVAE, dit: torch.nn.Module | dict[str, torch.Tens
     out = {f"vae.{k}": (v if k.startswith("latent_") else v.to(torch.bfloat16)) for k, v in vae.state_dict().items()}
     out.update({f"dit.{k}": v.to(torch.bfloat16) for k, v in dit_state.items()})
     return out
+
+
+def replace_vae(generator: str | Path, vae_path: str | Path, out: str | Path) -> None:
+    """Write `out`: the generation checkpoint `generator` with its VAE replaced by the one at `vae_path`.
+
+    Only meant for a VAE with the same latent space (a fine-tuned decoder): the DiT is kept as it is.
+    """
+    tensors, config, meta = checkpoint.load(generator)
+    if meta.get("kind") != "generator":
+        raise checkpoint.CheckpointError(f"{generator} is not a generation checkpoint (kind {meta.get('kind')!r})")
+    vae = load_vae(vae_path)
+    dit = checkpoint.split_prefix(tensors, "dit")
+    model_cfg = model_config_from_dict(config)
+    model_cfg.vae = vae.cfg
+    checkpoint.save(out, generator_tensors(vae, dit), asdict(model_cfg), **meta)
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -173,3 +173,16 @@ def test_bundled_model_follows_prompts():
     cases = eval_cases(24, seed=5)
     result, _ = adherence(lambda ps, ss: pipe.generate([GenerateRequest(p, seed=s) for p, s in zip(ps, ss)]), cases)
     assert result["all"]["colour"] >= 0.8 and result["all"]["background"] >= 0.8, result
+
+
+def test_cli_decoder_fine_tune_writes_a_generation_checkpoint_that_generates(tiny_checkpoint, tmp_path):
+    """`tessera train vae --decoder-from CKPT` writes CKPT's twin with the new decoder, ready to generate."""
+    out = tmp_path / "ft"
+    args = ["train", "vae", "--preset", "tiny", "--out", str(out), "--vae-steps", "1", "--vae-batch", "1"]
+    args += ["--vae-size", "32", "--vae-frames", "5", "--decoder-refine-blocks", "1"]
+    assert main([*args, "--decoder-from", str(tmp_path / "missing.safetensors")]) == 2
+    assert main([*args, "--decoder-from", str(tiny_checkpoint)]) == 0
+    swapped = TesseraPipeline.from_checkpoint(out / "vae" / tiny_checkpoint.name)
+    assert swapped.vae.cfg.decoder_refine_blocks == 1
+    video = swapped("a red circle", steps=1, width_px=128, height_px=128, duration_s=1.0)
+    assert video.shape == (9, 128, 128, 3)

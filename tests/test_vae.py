@@ -229,3 +229,52 @@ def test_train_vae_with_extra_terms_logs_and_resumes(tmp_path):
     rows = [json.loads(line) for line in (out / "vae_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1]
     assert all("ssim" in r for r in rows) and "d_hinge" not in rows[0] and "d_hinge" in rows[1]
+
+
+# ----------------------------------------------------------------------------- decoder fine-tuning
+
+
+def test_refine_blocks_start_as_the_identity(tiny_vae):
+    """Refine blocks added to a trained decoder change nothing until they are trained."""
+    cfg = dataclasses.replace(tiny_vae.cfg, decoder_refine_blocks=2)
+    grown = VideoVAE(cfg).eval()
+    missing, unexpected = grown.load_state_dict(tiny_vae.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("decoder.refine.") for k in missing)
+    z = torch.randn(1, cfg.latent_channels, 2, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(grown.decode(z), tiny_vae.decode(z))
+
+
+def test_decoder_fine_tune_keeps_the_latent_space(tmp_path):
+    """`decoder_from` trains the decoder only; encoder, latent statistics and the DiT of a
+    generation checkpoint stay bit-identical, so a DiT trained on the old latents still fits."""
+    from tessera.models.dit import DiT
+    from tessera.train import generator_tensors, replace_vae
+
+    tiny = PRESETS["tiny"]
+    cfg = TrainConfig(steps=2, batch=1, warmup_steps=1, checkpoint_every=100)
+    base_path = train_vae(tmp_path / "base", tiny.vae, cfg, frames=5, size_px=32)
+    base = load_video_vae(base_path)
+    grown_cfg = dataclasses.replace(tiny.vae, decoder_refine_blocks=1)
+    tuned_path = train_vae(tmp_path / "tuned", grown_cfg, cfg, frames=5, size_px=32, decoder_from=base_path)
+    tuned = load_video_vae(tuned_path)
+    assert tuned.cfg.decoder_refine_blocks == 1
+    old, new = base.state_dict(), tuned.state_dict()
+    for k, v in old.items():
+        if k.startswith(("encoder.", "latent_")):
+            assert torch.equal(v, new[k]), k
+    assert any(not torch.equal(v, new[k]) for k, v in old.items() if k.startswith("decoder."))
+
+    torch.manual_seed(0)
+    dit = DiT(dataclasses.replace(tiny.dit, in_channels=tiny.vae.latent_channels))
+    gen = tmp_path / "gen.safetensors"
+    checkpoint.save(gen, generator_tensors(base, dit), dataclasses.asdict(tiny), kind="generator", name="t")
+    swapped = tmp_path / "swapped.safetensors"
+    replace_vae(gen, tuned_path, swapped)
+    before, _, _ = checkpoint.load(gen)
+    after, config, meta = checkpoint.load(swapped)
+    assert meta["kind"] == "generator" and config["vae"]["decoder_refine_blocks"] == 1
+    assert all(torch.equal(v, after[k]) for k, v in before.items() if k.startswith(("dit.", "vae.encoder.")))
+    assert load_video_vae(swapped).cfg == tuned.cfg
+    with pytest.raises(checkpoint.CheckpointError, match="not a generation checkpoint"):
+        replace_vae(tuned_path, tuned_path, tmp_path / "bad.safetensors")

@@ -158,13 +158,18 @@ class Decoder(nn.Module):
                 time = (n_levels - 2 - i) < cfg.temporal_downsamples
                 blocks.append(Upsample(c, chans[i + 1], time=time))
         self.blocks = nn.Sequential(*blocks)
+        # refine blocks start as the identity, so they can be added to a trained decoder without changing it
+        self.refine = nn.Sequential(*[ResBlock(chans[-1]) for _ in range(cfg.decoder_refine_blocks)])
+        for block in self.refine:
+            nn.init.zeros_(block.conv2.conv.weight)
+            nn.init.zeros_(block.conv2.conv.bias)
         self.norm_out = ChannelRMSNorm(chans[-1])
         self.conv_out = CausalConv3d(chans[-1], 3 * p * p)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """(B, C, T', H', W') -> (B, 3, T, H, W)."""
         x = self.conv_in(z) + z.repeat_interleave(self.width // z.shape[1], dim=1)
-        x = self.blocks(x)
+        x = self.refine(self.blocks(x))
         x = self.conv_out(F.silu(self.norm_out(x)))
         return rearrange(x, "b (c p q) t h w -> b c t (h p) (w q)", p=self.patch, q=self.patch)
 
