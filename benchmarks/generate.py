@@ -3,7 +3,7 @@
 Runs the CLI in a fresh process (so model loading counts), checks the MP4 it writes
 decodes to the requested frame count and size, and writes JSON.
 
-    python benchmarks/generate.py [--runs 3] [--out bench_results/generate.json]
+    python benchmarks/generate.py [--runs 3] [--out benchmarks/results/generate.json]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--prompt", default="a red circle moving left on a black background")
-    ap.add_argument("--out", default="bench_results/generate.json")
+    ap.add_argument("--out", default="benchmarks/results/generate.json")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
