@@ -34,7 +34,7 @@ def main() -> None:
             path = Path(tmp) / f"v{i}.mp4"
             t0 = time.perf_counter()
             subprocess.run(
-                [sys.executable, "-m", "tessera.cli", "generate", args.prompt, "-o", str(path), "--seed", str(i)],
+                [sys.executable, "-m", "tessera", "generate", args.prompt, "-o", str(path), "--seed", str(i)],
                 check=True,
                 env=env,
                 stdout=subprocess.DEVNULL,

@@ -1,6 +1,6 @@
 """Data-parallel glue: one training script for 1..N processes.
 
-`torchrun --nproc-per-node N -m tessera.cli train dit ...` sets RANK / WORLD_SIZE /
+`torchrun --nproc-per-node N -m tessera train dit ...` sets RANK / WORLD_SIZE /
 LOCAL_RANK; without them everything here is a no-op and training runs in one process.
 With them, the process group uses NCCL on GPUs and gloo on CPUs, and `shard` applies
 FSDP (`fully_shard`) to every transformer block and then to the whole model, so each

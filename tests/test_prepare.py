@@ -165,7 +165,7 @@ def prepared(small_crawl, tiny_checkpoint, tmp_path_factory) -> Path:
 
 def test_a_run_killed_during_encode_resumes_to_the_same_dataset(small_crawl, tiny_checkpoint, prepared, tmp_path):
     out = tmp_path / "ds"
-    cmd = [sys.executable, "-m", "tessera.cli", "prepare", *_prepare_args(small_crawl, out, tiny_checkpoint)]
+    cmd = [sys.executable, "-m", "tessera", "prepare", *_prepare_args(small_crawl, out, tiny_checkpoint)]
     cmd += ["--clips-per-shard", "2", "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
