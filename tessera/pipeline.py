@@ -1,11 +1,22 @@
-"""Text -> video: encode the prompt, denoise a random latent with the DiT, decode once.
+"""Text -> video from swappable components: text encoder, DiT, scheduler, VAE, watermarker, ledger.
 
-pipe = TesseraPipeline.from_checkpoint()          # the bundled model
-frames = pipe("a red circle moving left on a black background", seed=0)  # (T, H, W, 3) uint8
+    pipe = TesseraPipeline.from_single_file()      # the bundled model (or from_pretrained(folder))
+    out = pipe("a red circle moving left on a black background", seed=0)
+    out.frames          # (T, H, W, 3) uint8, carrying the invisible watermark
+    out.generation_id   # what the mark and the ledger record name
+    pipe("...", output_type="mp4", output_path="out.mp4")   # written atomically, then recorded
+
+Every video that leaves the pipeline is marked and recorded: the CLI, the Python API and
+the server share this one path. The steps of `__call__` are numbered below; each
+component can be swapped without touching the others (`scheduler=...` per call too).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import math
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -16,17 +27,24 @@ import torch
 from einops import rearrange
 
 from tessera import checkpoint
-from tessera.config import ModelConfig, model_config_from_dict
+from tessera.config import ModelConfig, build_config, model_config_from_dict
 from tessera.diffusion.flow import shift_for
-from tessera.diffusion.sample import euler_sample, guided
+from tessera.errors import InputError
+from tessera.geometry import Geometry
 from tessera.models.dit import DiT
-from tessera.models.text import TextEmbedding, TextEncoder
+from tessera.models.text import PromptEncoder, TextEmbedding, TextEncoder
 from tessera.models.tiling import TilingConfig, tiled_decode
 from tessera.models.vae import VideoVAE
+from tessera.pretrained import read_json, write_json
+from tessera.safety.watermarker import Ledger, Watermarker
+from tessera.schedulers import FlowScheduler, get_scheduler
 
-MIN_SIDE_PX = 128  # every output carries the invisible watermark, whose tile is 128 px
-MAX_SIDE_PX = 2048
 TILED_DECODE_ABOVE_PX = 512 * 512 * 33  # output pixels × frames per video; above this, decode in tiles and chunks
+OUTPUT_TYPES = ("np", "pt", "mp4", "latent")
+MAX_PROMPT_CHARS = 4000
+MAX_GUIDANCE = 50.0
+MAX_SEED = 2**64 - 1
+MAX_FPS = 60
 
 
 def bundled_checkpoint() -> Path:
@@ -34,146 +52,407 @@ def bundled_checkpoint() -> Path:
     return Path(str(resources.files("tessera") / "weights" / "tessera-small.safetensors"))
 
 
-@dataclass
-class GenerateRequest:
-    """One generation. Sizes in pixels; duration in seconds."""
-
-    prompt: str
-    seed: int = 0
-    steps: int = 25
-    guidance: float = 4.0
-    width_px: int | None = None  # None: the model's default
-    height_px: int | None = None
-    duration_s: float | None = None
-    fps: int | None = None
-
-
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@dataclass
+class Request:
+    """One call's inputs, checked and resolved (sizes in pixels, defaults filled)."""
+
+    prompts: list[str]
+    negative_prompt: str
+    seeds: list[int]
+    steps: int
+    guidance: float
+    frames: int
+    height_px: int
+    width_px: int
+    fps: int
+    output_type: str
+    output_paths: list[Path | None]
+    single: bool  # one prompt given as a string: return one output, not a list
+
+
+@dataclass
+class VideoOutput:
+    """What one prompt produced.
+
+    frames: (T, H, W, 3) uint8 for output_type "np" and "mp4", (T, 3, H, W) float in [0, 1] for "pt",
+    None for "latent". latents: the final latent (C, T', H', W'), always set.
+    """
+
+    frames: np.ndarray | torch.Tensor | None
+    latents: torch.Tensor
+    generation_id: str | None
+    record: dict | None
+    path: Path | None
+    prompt: str
+    seed: int
+    fps: int
+
+
 class TesseraPipeline:
-    """Text -> video frames. VAE and DiT run on `device` (default: a GPU if there is one, else
-    the CPU) under bf16 autocast; the text encoder stays on the CPU; noise is drawn on the CPU,
-    so a seed gives the same starting point on every device."""
+    """Text -> video. DiT and VAE run on `device` (default: a GPU if there is one) under bf16 autocast;
+    the text encoder stays where it was built; noise is drawn on the CPU, so a seed gives the same
+    starting point on every device."""
 
     def __init__(
         self,
-        cfg: ModelConfig,
+        transformer: DiT,
         vae: VideoVAE,
-        dit: DiT,
-        text: TextEncoder,
+        text_encoder: PromptEncoder,
+        scheduler: FlowScheduler | None = None,
+        watermarker: Watermarker | None = None,
+        ledger: Ledger | None = None,
+        prompt_filter=None,
+        config: ModelConfig | None = None,
         name: str = "tessera",
         device: str | torch.device | None = None,
     ):
+        if text_encoder.dim != transformer.cfg.text_dim:
+            raise InputError(
+                f"the text encoder's width is {text_encoder.dim} but the DiT expects text_dim "
+                f"{transformer.cfg.text_dim}; build the DiT with DiTConfig(text_dim={text_encoder.dim})"
+            )
+        if vae.latent_channels != transformer.cfg.in_channels:
+            raise InputError(
+                f"the VAE makes {vae.latent_channels} latent channels but the DiT takes {transformer.cfg.in_channels}"
+            )
         self.device = torch.device(device) if device else default_device()
-        self.cfg, self.text, self.name = cfg, text, name
-        self.vae, self.dit = vae.to(self.device), dit.to(self.device)
+        self.transformer, self.vae = transformer.eval().to(self.device), vae.eval().to(self.device)
+        self.text_encoder = text_encoder
+        self.scheduler = scheduler or get_scheduler("euler")
+        self.watermarker = watermarker or Watermarker()
+        self.ledger = ledger or Ledger()
+        self.prompt_filter = prompt_filter
+        self.config = copy.deepcopy(config) if config else ModelConfig()
+        self.config.dit = transformer.cfg
+        self.config.vae = getattr(vae, "cfg", self.config.vae)
+        self.config.text = getattr(text_encoder, "cfg", self.config.text)
+        self.name = name
+        self.geometry = Geometry.of(vae, transformer.cfg)
 
+    # ------------------------------------------------------------------ loading and saving
     @classmethod
-    def from_checkpoint(
-        cls, path: str | Path | None = None, text: TextEncoder | None = None, device: str | torch.device | None = None
+    def from_single_file(
+        cls,
+        path: str | Path | None = None,
+        text_encoder: PromptEncoder | None = None,
+        device: str | torch.device | None = None,
+        **components,
     ) -> TesseraPipeline:
-        """Load a generation checkpoint (VAE + DiT + config); default: the bundled model."""
+        """Load a one-file generation checkpoint (VAE + DiT + config); default: the bundled model."""
         path = Path(path) if path else bundled_checkpoint()
         tensors, config, meta = checkpoint.load(path)
         if meta.get("kind") != "generator":
             raise checkpoint.CheckpointError(
                 f"{path} is a {meta.get('kind', 'unknown')!r} checkpoint, not a generation model (VAE + DiT)"
             )
-        cfg = model_config_from_dict(config)
+        try:
+            cfg = model_config_from_dict(config)
+        except InputError as e:
+            raise checkpoint.CheckpointError(f"{path}: its config is not valid ({e})") from e
         vae, dit = VideoVAE(cfg.vae), DiT(cfg.dit)
         try:
             vae.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "vae").items()})
             dit.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "dit").items()})
         except RuntimeError as e:
-            raise checkpoint.CheckpointError(f"{path} does not match its own config: {e}") from e
+            raise checkpoint.CheckpointError(f"{path} does not match its own config: {str(e).splitlines()[0]}") from e
+        if text_encoder is None and cfg.text.kind != "minilm":
+            raise InputError(
+                f"{path} was trained with a {cfg.text.kind!r} text encoder; pass text_encoder=TextEncoder(...)"
+            )
+        text_encoder = text_encoder or TextEncoder(cfg.text)
         name = meta.get("name", path.stem)
-        return cls(cfg, vae.eval(), dit.eval(), text or TextEncoder(cfg.text), name=name, device=device)
+        return cls(dit, vae, text_encoder, config=cfg, name=name, device=device, **components)
 
-    # ------------------------------------------------------------------ sizes
-    def resolve(self, req: GenerateRequest) -> tuple[int, int, int, int]:
-        """(frames, height_px, width_px, fps) for a request; raises ValueError with a fix for bad sizes."""
-        cfg = self.cfg
-        h = req.height_px or cfg.height_px
-        w = req.width_px or cfg.width_px
-        fps = req.fps or cfg.fps
-        dur = cfg.duration_s if req.duration_s is None else req.duration_s
-        unit = cfg.vae.spatial_factor * cfg.dit.patch_hw
-        for name, v in (("width", w), ("height", h)):
-            near = min(max(round(v / unit) * unit, MIN_SIDE_PX), MAX_SIDE_PX)
-            if v % unit:
-                raise ValueError(
-                    f"{name} {v} px is not a multiple of {unit} (VAE {cfg.vae.spatial_factor} × patch {cfg.dit.patch_hw}); try {near}"
-                )
-            if not MIN_SIDE_PX <= v <= MAX_SIDE_PX:
-                raise ValueError(
-                    f"{name} {v} px is outside the supported {MIN_SIDE_PX}–{MAX_SIDE_PX} px (the watermark needs {MIN_SIDE_PX}); try {near}"
-                )
-        if not 1 <= fps <= 60:
-            raise ValueError(f"fps {fps} is outside the supported range 1–60")
-        if not (0 < dur <= cfg.max_duration_s):
-            raise ValueError(f"duration {dur} s is outside the supported range (0, {cfg.max_duration_s}] s")
-        tf = cfg.vae.temporal_factor * cfg.dit.patch_t
-        frames = 1 + max(1, round((dur * fps - 1) / tf)) * tf
-        return frames, h, w, fps
+    from_checkpoint = from_single_file  # the name earlier releases used
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """A folder with `model_index.json` and one sub-folder per component (see tessera.pretrained)."""
+        folder = Path(folder)
+        self.transformer.save_pretrained(folder / "transformer")
+        self.vae.save_pretrained(folder / "vae")
+        self.text_encoder.save_pretrained(folder / "text_encoder")
+        write_json(folder / "scheduler" / "scheduler_config.json", self.scheduler.to_dict())
+        defaults = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("vae", "dit", "text")}
+        index = {
+            "_class_name": type(self).__name__,
+            "name": self.name,
+            "transformer": ["tessera", type(self.transformer).__name__],
+            "vae": ["tessera", type(self.vae).__name__],
+            "text_encoder": ["tessera", type(self.text_encoder).__name__],
+            "scheduler": ["tessera", type(self.scheduler).__name__],
+            "config": defaults,
+        }
+        write_json(folder / "model_index.json", index)
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None, **components):
+        """Load what `save_pretrained` wrote; keyword arguments replace components (e.g. `scheduler=`)."""
+        folder = Path(folder)
+        index = read_json(folder / "model_index.json")
+        if "text_encoder" not in components:
+            components["text_encoder"] = TextEncoder.from_pretrained(folder / "text_encoder")
+        if "scheduler" not in components:
+            components["scheduler"] = get_scheduler(read_json(folder / "scheduler" / "scheduler_config.json")["kind"])
+        transformer = components.pop("transformer", None) or DiT.from_pretrained(folder / "transformer")
+        vae = components.pop("vae", None) or VideoVAE.from_pretrained(folder / "vae")
+        config = build_config(ModelConfig, index.get("config", {}))
+        name = str(index.get("name", folder.name))
+        return cls(transformer, vae, config=config, name=name, device=device, **components)
+
+    def to(self, device: str | torch.device) -> TesseraPipeline:
+        self.device = torch.device(device)
+        self.transformer.to(self.device)
+        self.vae.to(self.device)
+        return self
+
+    # ------------------------------------------------------------------ checking a request
+    def check_request(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | None = None,
+        *,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 4.0,
+        width: int | None = None,
+        height: int | None = None,
+        duration_s: float | None = None,
+        fps: int | None = None,
+        seed: int | list[int] = 0,
+        output_type: str = "np",
+        output_path: str | Path | list[str | Path] | None = None,
+    ) -> Request:
+        """Every input checked and resolved, without any compute; raises InputError (or UnsafePromptError)."""
+        prompts = self._check_prompts(prompt, negative_prompt)
+        seeds = _check_seeds(seed, len(prompts))
+        steps = _check_int("num_inference_steps", num_inference_steps, 1, 1000)
+        guidance = _check_number("guidance_scale", guidance_scale, 0.0, MAX_GUIDANCE)
+        frames, h, w, fps = self.resolve_size(width, height, duration_s, fps)
+        if output_type not in OUTPUT_TYPES:
+            raise InputError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}")
+        paths = _check_output_paths(output_type, output_path, len(prompts))
+        neg = negative_prompt or ""
+        single = isinstance(prompt, str)
+        return Request(prompts, neg, seeds, steps, guidance, frames, h, w, fps, output_type, paths, single)
+
+    def _check_prompts(self, prompt: str | list[str], negative_prompt: str | None) -> list[str]:
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise InputError(f"prompt must be a string or a non-empty list of strings, got {type(prompt).__name__}")
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            raise InputError(f"negative_prompt must be a string, got {type(negative_prompt).__name__}")
+        prompts = [p.strip() for p in prompts]
+        for p in prompts + [negative_prompt or ""]:
+            if len(p) > MAX_PROMPT_CHARS:
+                raise InputError(f"a prompt of {len(p)} characters is too long; keep it under {MAX_PROMPT_CHARS}")
+        if not all(prompts):
+            raise InputError(
+                'the prompt is empty; describe the video, e.g. "a red circle moving left on a black background"'
+            )
+        if self.prompt_filter is not None:
+            for p in prompts + ([negative_prompt] if negative_prompt else []):
+                self.prompt_filter.enforce(p)
+        return prompts
+
+    def resolve_size(
+        self, width: int | None, height: int | None, duration_s: float | None, fps: int | None
+    ) -> tuple[int, int, int, int]:
+        """(frames, height_px, width_px, fps) with the model's defaults for None; InputError for bad values."""
+        cfg = self.config
+        w = cfg.width_px if width is None else width
+        h = cfg.height_px if height is None else height
+        self.geometry.check_size(w, h)
+        fps = _check_int("fps", cfg.fps if fps is None else fps, 1, MAX_FPS)
+        dur = _check_number("duration_s", cfg.duration_s if duration_s is None else duration_s, 0.0, cfg.max_duration_s)
+        if dur <= 0:
+            raise InputError(f"duration {dur} s must be more than 0 (up to {cfg.max_duration_s} s)")
+        return self.geometry.frames_for(dur, fps), h, w, fps
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
-    def generate(
-        self, reqs: list[GenerateRequest], progress: Callable[[int, int], None] | None = None
-    ) -> list[np.ndarray]:
-        """Generate a batch of requests of one size; returns uint8 frames (T, H, W, 3) for each."""
-        shapes = {self.resolve(r) for r in reqs}
-        if len(shapes) != 1:
-            raise ValueError("one batch must share size, duration and fps; split the requests")
-        frames, h, w, _ = shapes.pop()
-        steps = {r.steps for r in reqs}
-        guidance = {r.guidance for r in reqs}
-        if len(steps) != 1 or len(guidance) != 1:
-            raise ValueError("one batch must share steps and guidance")
-        n_steps, g = steps.pop(), guidance.pop()
-        if not 1 <= n_steps <= 1000:
-            raise ValueError(f"steps {n_steps} is outside 1–1000")
+    def __call__(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | None = None,
+        *,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 4.0,
+        width: int | None = None,
+        height: int | None = None,
+        duration_s: float | None = None,
+        fps: int | None = None,
+        seed: int | list[int] = 0,
+        latents: torch.Tensor | None = None,
+        scheduler: str | FlowScheduler | None = None,
+        output_type: str = "np",
+        output_path: str | Path | list[str | Path] | None = None,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> VideoOutput | list[VideoOutput]:
+        """Generate one video per prompt; a list of prompts gives a list of outputs (one batch, one size).
 
-        # 1. encode the prompts (and the empty prompt for guidance)
-        cond = self._cond(self.text([r.prompt for r in reqs]))
-        uncond = self._cond(self.text.empty(len(reqs)))
+        num_inference_steps: denoising steps (25); guidance_scale: classifier-free guidance (4; 1 = none);
+        seed: one per prompt, or one for all (then prompt i uses seed + i); latents: start from these
+        (B, C, T', H', W') instead of noise; scheduler: a name ("euler", ...) or an object for this call;
+        output_type: "np" (uint8 frames), "pt" (float frames), "mp4" (also written to output_path),
+        "latent" (no decode); callback(step, total) after every model evaluation.
+        """
+        # 1. check every input before any compute
+        req = self.check_request(
+            prompt, negative_prompt, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            width=width, height=height, duration_s=duration_s, fps=fps, seed=seed,
+            output_type=output_type, output_path=output_path,
+        )  # fmt: skip
+        solver = self._scheduler_for(scheduler)
+        # 2. encode the prompts, and the negative (or empty) prompt for guidance
+        cond = self.text_encoder(req.prompts).to(self.device)
+        uncond = self.text_encoder([req.negative_prompt] * len(req.prompts)).to(self.device)
+        # 3. the starting latents: one generator per prompt, so a seed means the same video in any batch
+        z = self._initial_latents(req, latents)
+        # 4. denoise all spacetime patches together, on the time schedule this shape was trained with
+        z = self._denoise(z, cond, uncond, req, solver, callback)
+        if req.output_type == "latent":
+            return self._outputs(req, z, [None] * len(z))
+        # 5. decode once, 6. mark, write and record every video
+        videos = [self._deliver(req, i, frames) for i, frames in enumerate(self._decode(z))]
+        return self._outputs(req, z, videos)
 
-        # 2. prepare the initial noise, one generator per request so a seed means the same video in any batch
-        vcfg = self.cfg.vae
-        shape = (
-            vcfg.latent_channels,
-            1 + (frames - 1) // vcfg.temporal_factor,
-            h // vcfg.spatial_factor,
-            w // vcfg.spatial_factor,
-        )
-        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(r.seed)) for r in reqs])
-        noise = noise.to(self.device)
+    def _scheduler_for(self, scheduler: str | FlowScheduler | None) -> FlowScheduler:
+        if scheduler is None:
+            return copy.deepcopy(self.scheduler)  # a fresh stepping state for every call
+        if isinstance(scheduler, str):
+            try:
+                return get_scheduler(scheduler)
+            except ValueError as e:
+                raise InputError(str(e)) from None
+        return scheduler
 
-        # 3. denoise all spacetime patches together, with classifier-free guidance,
-        #    on the time schedule this shape was trained with
-        dcfg = self.cfg.dit
-        tokens = (shape[1] // dcfg.patch_t) * (shape[2] // dcfg.patch_hw) * (shape[3] // dcfg.patch_hw)
-        shift = shift_for(self.cfg.timestep_shift, tokens, self.cfg.shift_ref_tokens)
-        amp = dict(device_type=self.device.type, dtype=torch.bfloat16)
-        with torch.autocast(**amp):
-            latents = euler_sample(guided(self.dit, cond, uncond, g), noise, n_steps, shift, progress)
+    def _initial_latents(self, req: Request, latents: torch.Tensor | None) -> torch.Tensor:
+        shape = self.geometry.latent_shape(req.frames, req.height_px, req.width_px)  # (C, T', H', W')
+        if latents is not None:
+            if tuple(latents.shape) != (len(req.prompts), *shape):
+                raise InputError(
+                    f"latents of shape {tuple(latents.shape)} given; this request needs {(len(req.prompts), *shape)}"
+                )
+            return latents.float().to(self.device)
+        noise = [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in req.seeds]
+        return torch.stack(noise).to(self.device)  # (B, C, T', H', W')
 
-        # 4. decode once (tiled and chunked in time for large videos, so memory stays bounded)
-        with torch.autocast(**amp):
-            if frames * h * w > TILED_DECODE_ABOVE_PX:
-                video = tiled_decode(self.vae, latents.float(), TilingConfig())  # (B, 3, T, H, W)
+    def _denoise(self, z, cond: TextEmbedding, uncond: TextEmbedding, req: Request, solver, callback) -> torch.Tensor:
+        tokens = self.geometry.tokens(req.frames, req.height_px, req.width_px)
+        solver.set_timesteps(req.steps, shift_for(self.config.timestep_shift, tokens, self.config.shift_ref_tokens))
+        velocity = guided_velocity(self.transformer, cond, uncond, req.guidance)
+        total = len(solver.timesteps)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+            for i, t in enumerate(solver.timesteps):
+                v = velocity(z, t.expand(z.shape[0]).to(self.device))
+                z = solver.step(v, t, z)
+                if callback is not None:
+                    callback(i + 1, total)
+        return z
+
+    def _decode(self, z: torch.Tensor) -> list[np.ndarray]:
+        """Normalised latents (B, C, T', H', W') -> uint8 frames (T, H, W, 3) per video, before the mark."""
+        _, _, t, h, w = z.shape
+        pixels = (1 + (t - 1) * self.vae.temporal_factor) * h * w * self.vae.spatial_factor**2
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+            if pixels > TILED_DECODE_ABOVE_PX:  # tiled and chunked in time, so memory stays bounded
+                video = tiled_decode(self.vae, z.float(), TilingConfig())  # (B, 3, T, H, W)
             else:
-                video = self.vae.decode(latents.float())  # (B, 3, T, H, W)
+                video = self.vae.decode(z.float())  # (B, 3, T, H, W)
         video = rearrange(video.clamp(-1, 1), "b c t h w -> b t h w c")
         return [((v + 1) * 127.5).round().byte().cpu().numpy() for v in video]
 
-    def __call__(self, prompt: str, **kwargs) -> np.ndarray:
-        return self.generate([GenerateRequest(prompt=prompt, **kwargs)])[0]
+    def _deliver(self, req: Request, i: int, frames: np.ndarray) -> tuple[np.ndarray, str, dict, Path | None]:
+        """Mark, write (atomically, when asked), then record: a record never points at a missing file."""
+        from tessera.export import write_mp4
 
-    def _cond(self, e: TextEmbedding) -> dict:
-        return {
-            k: v.to(self.device)
-            for k, v in (("text_tokens", e.tokens), ("text_mask", e.mask), ("text_pooled", e.pooled))
-        }
+        generation_id = uuid.uuid4().hex
+        frames = self.watermarker.mark(frames, self.name, generation_id)
+        path = req.output_paths[i]
+        if path is not None:
+            meta = {"comment": f"tessera model={self.name} generation={generation_id}"}
+            path = write_mp4(frames, path, req.fps, metadata=meta)
+        record = self.ledger.record(
+            frames, generation_id=generation_id, model_id=self.name, prompt=req.prompts[i], seed=req.seeds[i],
+            steps=req.steps, guidance=req.guidance, fps=req.fps,
+        )  # fmt: skip
+        return frames, generation_id, dataclasses.asdict(record), path
+
+    def _outputs(self, req: Request, z: torch.Tensor, videos: list) -> VideoOutput | list[VideoOutput]:
+        outs = []
+        for i, video in enumerate(videos):
+            frames, gid, record, path = video if video is not None else (None, None, None, None)
+            if req.output_type == "pt" and frames is not None:
+                frames = rearrange(torch.from_numpy(frames), "t h w c -> t c h w").float() / 255
+            outs.append(VideoOutput(frames, z[i].cpu(), gid, record, path, req.prompts[i], req.seeds[i], req.fps))
+        return outs[0] if req.single else outs
+
+
+def guided_velocity(model, cond: TextEmbedding, uncond: TextEmbedding, guidance: float):
+    """The DiT as a velocity function with classifier-free guidance (one batched call for both branches)."""
+
+    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if guidance == 1.0:
+            return model(x, t, **cond.as_kwargs())
+        both = TextEmbedding.cat([uncond, cond])
+        v_u, v_c = model(torch.cat([x, x]), torch.cat([t, t]), **both.as_kwargs()).chunk(2)
+        return v_u + guidance * (v_c - v_u)
+
+    return velocity
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def _check_int(name: str, v, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise InputError(f"{name} must be a whole number in {lo}–{hi}, got {v!r}")
+    if not lo <= v <= hi:
+        raise InputError(f"{name} {v} is outside the supported range {lo}–{hi}")
+    return int(v)
+
+
+def _check_number(name: str, v, lo: float, hi: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise InputError(f"{name} must be a number in {lo}–{hi}, got {v!r}")
+    if not math.isfinite(v) or not lo <= v <= hi:
+        raise InputError(f"{name} {v} is outside the supported range {lo}–{hi}")
+    return float(v)
+
+
+def _check_seeds(seed: int | list[int], n: int) -> list[int]:
+    seeds = list(seed) if isinstance(seed, (list, tuple)) else None
+    if seeds is None:
+        first = _check_int("seed", seed, 0, MAX_SEED)
+        seeds = [(first + i) % (MAX_SEED + 1) for i in range(n)]
+    if len(seeds) != n:
+        raise InputError(f"{len(seeds)} seeds given for {n} prompts; give one per prompt or a single seed")
+    return [_check_int("seed", s, 0, MAX_SEED) for s in seeds]
+
+
+def _check_output_paths(output_type: str, output_path, n: int) -> list[Path | None]:
+    from tessera.export import check_output_path
+
+    if output_type != "mp4":
+        if output_path is not None:
+            raise InputError(f'output_path is only used with output_type="mp4" (got output_type {output_type!r})')
+        return [None] * n
+    paths = list(output_path) if isinstance(output_path, (list, tuple)) else [output_path]
+    if len(paths) != n or any(p is None for p in paths):
+        raise InputError(f'output_type="mp4" needs one output_path per prompt ({n}); got {output_path!r}')
+    checked = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            raise InputError(f"output {p} is a folder; give a file name ending in .mp4")
+        try:
+            checked.append(check_output_path(p))
+        except (OSError, ValueError) as e:
+            raise InputError(str(e)) from None
+    if len(set(checked)) != len(checked):
+        raise InputError("two prompts were given the same output_path")
+    return checked

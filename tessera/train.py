@@ -417,7 +417,8 @@ def train_dit(
     from tessera.flops import dit_train_flops, matmul_peak_flops
     from tessera.models.dit import DiT
     from tessera.models.text import TextEncoder
-    from tessera.pipeline import GenerateRequest, TesseraPipeline
+    from tessera.pipeline import TesseraPipeline
+    from tessera.safety.watermarker import Ledger
 
     t_start = time.time()
     if cfg.time_limit_s and cfg.warmup_steps < TIMING_STEPS:
@@ -489,10 +490,13 @@ def train_dit(
     def quick_eval(step: int, weights: dict[str, torch.Tensor]) -> None:
         model = DiT(dcfg)
         model.load_state_dict(weights)
-        pipe = TesseraPipeline(model_cfg, vae, model.eval(), encoder, name=name, device=d.device)
+        scratch = out / "eval_ledger.jsonl"  # judged videos are marked, but not kept in the user's ledger
+        pipe = TesseraPipeline(
+            model.eval(), vae, encoder, config=model_cfg, name=name, device=d.device, ledger=Ledger(scratch)
+        )
 
         def gen(prompts, seeds):
-            return pipe.generate([GenerateRequest(p, seed=s, steps=20) for p, s in zip(prompts, seeds)])
+            return [o.frames for o in pipe(list(prompts), seed=list(seeds), num_inference_steps=20)]
 
         result, _ = adherence(gen, cases, batch=8)
         log.write(step=step, eval=result["all"])

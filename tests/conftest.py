@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,18 @@ from tessera.config import PRESETS, to_dict
 from tessera.models.dit import DiT
 from tessera.models.vae import VideoVAE
 from tessera.train import generator_tensors
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _tessera_home(tmp_path_factory):
+    """Ledger and keys of the test session go to a temporary TESSERA_HOME, never the user's ~/.tessera."""
+    old = os.environ.get("TESSERA_HOME")
+    os.environ["TESSERA_HOME"] = str(tmp_path_factory.mktemp("tessera_home"))
+    yield
+    if old is None:
+        os.environ.pop("TESSERA_HOME", None)
+    else:
+        os.environ["TESSERA_HOME"] = old
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ import torch
 
 from tessera.data.buckets import BucketConfig, BucketSampler, LatentGroup
 from tessera.diffusion.flow import shift_for, shift_time
-from tessera.diffusion.sample import time_grid
+from tessera.schedulers import time_grid
 
 
 def _groups():

@@ -123,16 +123,15 @@ def test_dit_attention_is_global_and_uses_text():
 
 
 def test_math_and_sdpa_attention_agree():
-    cfg = DiTConfig(in_channels=4, width=64, depth=1, heads=2, text_dim=32, attention="math")
-    dit = DiT(cfg)
+    cfg = DiTConfig(in_channels=4, width=64, depth=1, heads=2, text_dim=32)
+    dit = DiT(cfg).set_attention_backend("math")
     for p in dit.parameters():
         torch.nn.init.normal_(p, std=0.05)
     z, t = torch.randn(2, 4, 2, 4, 4), torch.tensor([0.2, 0.7])
     cond = _cond(2, 3)
     cond["text_mask"][1, 4:] = False
     a = dit(z, t, **cond)
-    for blk in dit.blocks:
-        blk.attn.kind = blk.cross.kind = "sdpa"
+    dit.set_attention_backend("sdpa")
     assert torch.allclose(a, dit(z, t, **cond), atol=1e-5)
 
 

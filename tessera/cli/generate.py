@@ -6,73 +6,31 @@ import argparse
 import json
 import sys
 import time
-import uuid
 
-from tessera.cli.common import UsageError, progress
+from tessera.cli.common import progress
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from tessera.checkpoint import CheckpointError
-    from tessera.export import check_output_path, write_mp4
-    from tessera.pipeline import GenerateRequest, TesseraPipeline
+    from tessera.pipeline import TesseraPipeline
 
-    prompt = args.prompt.strip()
-    if not prompt:
-        raise UsageError(
-            'the prompt is empty; describe the video, e.g. "a red circle moving left on a black background"'
-        )
-    try:
-        out = check_output_path(args.output)
-    except (OSError, ValueError) as e:
-        raise UsageError(str(e)) from e
     t0 = time.time()
-    try:
-        pipe = TesseraPipeline.from_checkpoint(args.checkpoint)
-    except CheckpointError as e:
-        raise UsageError(str(e)) from e
-    req = GenerateRequest(
-        prompt=prompt,
-        seed=args.seed,
-        steps=args.steps,
-        guidance=args.guidance,
-        width_px=args.width,
-        height_px=args.height,
-        duration_s=args.duration_s,
-        fps=args.fps,
+    pipe = TesseraPipeline.from_single_file(args.checkpoint)
+    kwargs = dict(
+        negative_prompt=args.negative_prompt, num_inference_steps=args.steps, guidance_scale=args.guidance,
+        width=args.width, height=args.height, duration_s=args.duration_s, fps=args.fps, seed=args.seed,
+        output_type="mp4", output_path=args.output,
+    )  # fmt: skip
+    req = pipe.check_request(args.prompt, **kwargs)  # every input checked before any compute
+    print(
+        f"generating {req.width_px}×{req.height_px}, {req.frames} frames at {req.fps} fps, {req.steps} steps",
+        file=sys.stderr,
     )
-    try:
-        frames_n, h, w, fps = pipe.resolve(req)
-        if not 1 <= args.steps <= 1000:
-            raise ValueError(f"--steps {args.steps} is outside 1–1000")
-    except ValueError as e:
-        raise UsageError(str(e)) from e
-    print(f"generating {w}×{h}, {frames_n} frames at {fps} fps, {args.steps} steps", file=sys.stderr)
-    frames = pipe.generate([req], progress=progress("denoise"))[0]
-    generation_id = uuid.uuid4().hex
-    frames, meta = _mark(frames, pipe, req, generation_id, fps)
-    write_mp4(frames, out, fps, metadata=meta)
-    print(json.dumps({"output": str(out), "generation_id": generation_id, "seconds": round(time.time() - t0, 1)}))
-    print(f"wrote {out}", file=sys.stderr)
+    out = pipe(args.prompt, scheduler=args.scheduler, callback=progress("denoise"), **kwargs)
+    print(
+        json.dumps({"output": str(out.path), "generation_id": out.generation_id, "seconds": round(time.time() - t0, 1)})
+    )
+    print(f"wrote {out.path}", file=sys.stderr)
     return 0
-
-
-def _mark(frames, pipe, req, generation_id: str, fps: int):
-    """Hide the watermark (model id + generation id) in the frames and record the fingerprint."""
-    from tessera.safety import fingerprint, watermark
-
-    frames = watermark.embed(frames, watermark.make_payload(pipe.name, generation_id))
-    record = fingerprint.GenerationRecord.from_frames(
-        frames,
-        generation_id=generation_id,
-        model_id=pipe.name,
-        prompt=req.prompt,
-        seed=req.seed,
-        steps=req.steps,
-        guidance=req.guidance,
-        fps=fps,
-    )
-    fingerprint.FingerprintRegistry().add(record)
-    return frames, {"comment": f"tessera model={pipe.name} generation={generation_id}"}
 
 
 def add_parser(sub) -> None:
@@ -87,4 +45,8 @@ def add_parser(sub) -> None:
     g.add_argument("--duration-s", type=float, default=None, help="seconds (default 2)")
     g.add_argument("--fps", type=int, default=None, help="frames per second (default 8)")
     g.add_argument("--checkpoint", default=None, help="generation checkpoint (.safetensors); default: bundled")
+    g.add_argument(
+        "--negative-prompt", default=None, help="what the video should not show (replaces the empty prompt of guidance)"
+    )
+    g.add_argument("--scheduler", default=None, help="solver: euler (default) or another registered scheduler")
     g.set_defaults(func=cmd_generate)

@@ -19,6 +19,7 @@ import torch
 
 from tessera import checkpoint
 from tessera.config import model_config_from_dict, vae_config_from_dict
+from tessera.geometry import Geometry
 from tessera.models.vae import VideoVAE
 
 
@@ -45,17 +46,8 @@ class VideoAutoencoder(Protocol):
 
 
 def check_video_shape(vae: VideoAutoencoder, frames: int, height_px: int, width_px: int) -> None:
-    """Raise ValueError with the nearest valid sizes when `vae` cannot encode a video of this shape."""
-    s, t = vae.spatial_factor, vae.temporal_factor
-    for name, v in (("height", height_px), ("width", width_px)):
-        if v % s or v <= 0:
-            raise ValueError(
-                f"{name} {v} px is not a multiple of {s} (the VAE's spatial factor); try {max(s, round(v / s) * s)}"
-            )
-    if frames < 1 or (frames - 1) % t:
-        raise ValueError(
-            f"{frames} frames is not of the form 1 + k × {t}; try {1 + max(0, round((frames - 1) / t)) * t}"
-        )
+    """Raise InputError (a ValueError) with the nearest valid sizes when `vae` cannot encode a video of this shape."""
+    Geometry.of(vae, output=False).check_video(frames, height_px, width_px)
 
 
 # ----------------------------------------------------------------------------- our VideoVAE

@@ -73,6 +73,10 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)
 
 
+ATTENTION_BACKENDS = ("auto", "sdpa", "math")
+ATTENTION_DEFAULT = "auto"  # math (explicit softmax) for small CPU attention, else sdpa
+
+
 def attention(q, k, v, mask: torch.Tensor | None, kind: str) -> torch.Tensor:
     """q (B, h, N, d), k/v (B, h, M, d), mask (B, M) bool or None -> (B, h, N, d).
 
@@ -128,9 +132,9 @@ class DiTBlock(nn.Module):
         super().__init__()
         d = cfg.width
         self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.attn = SelfAttention(d, cfg.heads, cfg.attention)
+        self.attn = SelfAttention(d, cfg.heads, ATTENTION_DEFAULT)
         self.norm2 = nn.LayerNorm(d, eps=1e-6)
-        self.cross = CrossAttention(d, cfg.heads, cfg.attention)
+        self.cross = CrossAttention(d, cfg.heads, ATTENTION_DEFAULT)
         self.norm3 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         hidden = int(d * cfg.mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
@@ -163,7 +167,35 @@ class DiT(nn.Module):
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_mod = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
         self.final = nn.Linear(d, token_dim)
+        self.gradient_checkpointing = False
         self.initialize_weights()
+
+    # ------------------------------------------------------------------ runtime switches (not saved)
+    def set_attention_backend(self, kind: str) -> DiT:
+        """ "auto", "sdpa" or "math" for every attention layer."""
+        if kind not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention backend {kind!r} is not one of {', '.join(ATTENTION_BACKENDS)}")
+        for block in self.blocks:
+            block.attn.kind = block.cross.kind = kind
+        return self
+
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> DiT:
+        """Recompute each block's activations in the backward pass: less memory, ~30% more compute."""
+        self.gradient_checkpointing = enabled
+        return self
+
+    # ------------------------------------------------------------------ pretrained folders
+    def save_pretrained(self, folder) -> None:
+        from tessera.pretrained import save_component
+
+        save_component(folder, self, self.cfg)
+
+    @classmethod
+    def from_pretrained(cls, folder) -> DiT:
+        from tessera.config import DiTConfig, build_config
+        from tessera.pretrained import load_component
+
+        return load_component(folder, lambda d: cls(build_config(DiTConfig, d)))
 
     def initialize_weights(self) -> None:
         """Xavier for linears; zero for the adaLN projections and the output, so a fresh model is zero."""
@@ -194,7 +226,7 @@ class DiT(nn.Module):
         text = self.text_embed(text_tokens)  # (B, L, D)
         rope = self.rope(grid_positions(grid, device=z.device))  # cos, sin (N, Dh/2)
         for block in self.blocks:
-            if self.cfg.checkpoint_activations and self.training:
+            if self.gradient_checkpointing and self.training:
                 x = checkpoint(block, x, mod, text, text_mask, rope, use_reentrant=False)
             else:
                 x = block(x, mod, text, text_mask, rope)

@@ -8,19 +8,56 @@ class; only its encoder stack is used.
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 
-from tessera.config import TextConfig
+from tessera.config import TextConfig, build_config
+from tessera.errors import InputError
 
 
 @dataclass
 class TextEmbedding:
+    """The one text-conditioning type: what the DiT is conditioned on, for a batch of prompts."""
+
     tokens: torch.Tensor  # (B, L, D) token embeddings
     mask: torch.Tensor  # (B, L) bool, True for real tokens
     pooled: torch.Tensor  # (B, D) mean of the real tokens
+
+    def as_kwargs(self) -> dict[str, torch.Tensor]:
+        """The DiT's keyword arguments (`dit(z, t, **text.as_kwargs())`): the only place they are spelled."""
+        return {"text_tokens": self.tokens, "text_mask": self.mask, "text_pooled": self.pooled}
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> TextEmbedding:
+        return TextEmbedding(self.tokens.to(device, dtype), self.mask.to(device), self.pooled.to(device, dtype))
+
+    def __getitem__(self, rows) -> TextEmbedding:
+        """Rows of the batch (an index tensor, a slice or a list)."""
+        return TextEmbedding(self.tokens[rows], self.mask[rows], self.pooled[rows])
+
+    @staticmethod
+    def cat(parts: list[TextEmbedding]) -> TextEmbedding:
+        return TextEmbedding(
+            torch.cat([p.tokens for p in parts]),
+            torch.cat([p.mask for p in parts]),
+            torch.cat([p.pooled for p in parts]),
+        )
+
+
+@runtime_checkable
+class PromptEncoder(Protocol):
+    """What the pipeline needs from a text encoder: its width and prompts -> TextEmbedding."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def __call__(self, prompts: list[str]) -> TextEmbedding: ...
+
+    def empty(self, n: int = 1) -> TextEmbedding: ...
 
 
 def default_model_path() -> str:
@@ -39,16 +76,25 @@ class TextEncoder:
     The model runs on `device`; embeddings are always returned on the CPU in fp32.
     """
 
-    def __init__(self, cfg: TextConfig | None = None, device: torch.device | str = "cpu"):
+    def __init__(
+        self, cfg: TextConfig | None = None, device: torch.device | str = "cpu", path: str | Path | None = None
+    ):
         import transformers
 
         cfg = cfg or TextConfig()
         self.cfg = cfg
-        path = default_model_path() if cfg.kind == "minilm" else cfg.path
+        if cfg.kind not in ("minilm", "hf"):
+            raise InputError(f"text encoder kind {cfg.kind!r} is not 'minilm' or 'hf'")
+        path = str(path) if path else (default_model_path() if cfg.kind == "minilm" else "")
         if not path or not Path(path).is_dir():
-            raise RuntimeError(f"text encoder folder {path!r} does not exist; pass a local transformers model folder")
+            raise InputError(
+                f"text encoder folder {path!r} does not exist; pass a local transformers model folder "
+                "(TextEncoder(cfg, path=...) or text_encoder=... to the pipeline)"
+            )
+        self.path = path
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         model = transformers.AutoModel.from_pretrained(path)
+        self.full_model = model
         self.model = model.get_encoder() if hasattr(model, "get_encoder") and model.config.is_encoder_decoder else model
         self.model.eval().requires_grad_(False).to(device)
         self.device = torch.device(device)
@@ -77,3 +123,26 @@ class TextEncoder:
     def empty(self, n: int = 1) -> TextEmbedding:
         """The unconditional embedding used for classifier-free guidance (the empty prompt)."""
         return self([""] * n)
+
+    # ------------------------------------------------------------------ pretrained folders
+    def save_pretrained(self, folder: str | Path) -> None:
+        """`config.json`; a non-bundled encoder also copies its tokenizer and weights into the folder."""
+        from tessera.pretrained import write_json
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.cfg.kind == "hf":
+            self.tokenizer.save_pretrained(folder / "hf")
+            self.full_model.save_pretrained(folder / "hf", safe_serialization=True)
+        elif (folder / "hf").exists():
+            shutil.rmtree(folder / "hf")
+        write_json(folder / "config.json", {"_class_name": type(self).__name__, **dataclasses.asdict(self.cfg)})
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: torch.device | str = "cpu") -> TextEncoder:
+        from tessera.pretrained import read_json
+
+        folder = Path(folder)
+        data = read_json(folder / "config.json")
+        cfg = build_config(TextConfig, {k: v for k, v in data.items() if not k.startswith("_")})
+        return cls(cfg, device=device, path=folder / "hf" if cfg.kind == "hf" else None)

@@ -203,15 +203,22 @@ class VideoVAE(nn.Module):
         return self.cfg.latent_channels
 
     def check_input(self, frames: int, height_px: int, width_px: int) -> None:
-        """Raise ValueError with the nearest valid sizes when a video cannot be encoded."""
-        s, t = self.spatial_factor, self.temporal_factor
-        for name, v in (("height", height_px), ("width", width_px)):
-            if v % s or v <= 0:
-                near = max(s, round(v / s) * s)
-                raise ValueError(f"{name} {v} px is not a multiple of {s} (the VAE's spatial factor); try {near}")
-        if (frames - 1) % t or frames < 1:
-            near = 1 + max(0, round((frames - 1) / t)) * t
-            raise ValueError(f"{frames} frames is not of the form 1 + k × {t}; try {near}")
+        """Raise InputError (a ValueError) with the nearest valid sizes when a video cannot be encoded."""
+        from tessera.geometry import Geometry
+
+        Geometry.of(self, output=False).check_video(frames, height_px, width_px)
+
+    def save_pretrained(self, folder) -> None:
+        from tessera.pretrained import save_component
+
+        save_component(folder, self, self.cfg)
+
+    @classmethod
+    def from_pretrained(cls, folder) -> VideoVAE:
+        from tessera.config import VAEConfig, build_config
+        from tessera.pretrained import load_component
+
+        return load_component(folder, lambda d: cls(build_config(VAEConfig, d)))
 
     def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, T, H, W) -> raw mean, logvar, each (B, C, T', H', W')."""

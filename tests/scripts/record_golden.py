@@ -15,15 +15,17 @@ CASES = [
     ("a yellow triangle spinning on a navy background", 7),
     ("a blue square moving up on a gray background", 123),
 ]
-SETTINGS = dict(steps=4, guidance=4.0, width_px=128, height_px=128, duration_s=1.0)
+SETTINGS = dict(num_inference_steps=4, guidance_scale=4.0, width=128, height=128, duration_s=1.0)
 OUT = Path(__file__).resolve().parents[1] / "data" / "golden_frames.npz"
 
 
 def generate() -> list[np.ndarray]:
-    from tessera.pipeline import GenerateRequest, TesseraPipeline
+    """The frames before the watermark: latents from the pipeline, decoded by its own (private) decode step."""
+    from tessera.pipeline import TesseraPipeline
 
-    pipe = TesseraPipeline.from_checkpoint(device="cpu")
-    return [pipe.generate([GenerateRequest(p, seed=s, **SETTINGS)])[0] for p, s in CASES]
+    pipe = TesseraPipeline.from_single_file(device="cpu")
+    outs = [pipe(p, seed=s, output_type="latent", **SETTINGS) for p, s in CASES]
+    return [pipe._decode(o.latents[None])[0] for o in outs]
 
 
 if __name__ == "__main__":
