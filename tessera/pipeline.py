@@ -279,33 +279,22 @@ class TesseraPipeline:
         prompt: str | list[str],
         negative_prompt: str | None = None,
         *,
-        num_inference_steps: int = 25,
-        guidance_scale: float = 4.0,
-        width: int | None = None,
-        height: int | None = None,
-        duration_s: float | None = None,
-        fps: int | None = None,
-        seed: int | list[int] = 0,
         latents: torch.Tensor | None = None,
         scheduler: str | FlowScheduler | None = None,
-        output_type: str = "np",
-        output_path: str | Path | list[str | Path] | None = None,
         callback: Callable[[int, int], None] | None = None,
+        **settings,
     ) -> VideoOutput | list[VideoOutput]:
         """Generate one video per prompt; a list of prompts gives a list of outputs (one batch, one size).
 
-        num_inference_steps: denoising steps (25); guidance_scale: classifier-free guidance (4; 1 = none);
-        seed: one per prompt, or one for all (then prompt i uses seed + i); latents: start from these
-        (B, C, T', H', W') instead of noise; scheduler: a name ("euler", ...) or an object for this call;
-        output_type: "np" (uint8 frames), "pt" (float frames), "mp4" (also written to output_path),
-        "latent" (no decode); callback(step, total) after every model evaluation.
+        settings (see `check_request`): num_inference_steps (25), guidance_scale (4; 1 = no guidance),
+        width, height, duration_s, fps (None: the model's defaults), seed (one per prompt, or one for
+        all: prompt i then uses seed + i), output_type ("np" uint8 frames, "pt" float frames, "mp4"
+        also written to output_path, "latent" no decode), output_path.
+        latents: start from these (B, C, T', H', W') instead of noise; scheduler: a name ("euler", ...)
+        or an object, for this call; callback(step, total) after every model evaluation.
         """
         # 1. check every input before any compute
-        req = self.check_request(
-            prompt, negative_prompt, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-            width=width, height=height, duration_s=duration_s, fps=fps, seed=seed,
-            output_type=output_type, output_path=output_path,
-        )  # fmt: skip
+        req = self.check_request(prompt, negative_prompt, **settings)
         solver = self._scheduler_for(scheduler)
         # 2. encode the prompts, and the negative (or empty) prompt for guidance
         cond = self.text_encoder(req.prompts).to(self.device)
