@@ -31,6 +31,7 @@ from tessera.config import ModelConfig, build_config, model_config_from_dict
 from tessera.diffusion.flow import shift_for
 from tessera.errors import InputError
 from tessera.geometry import Geometry
+from tessera.models.autoencoder import video_vae_from_checkpoint
 from tessera.models.dit import DiT
 from tessera.models.text import PromptEncoder, TextEmbedding, TextEncoder
 from tessera.models.tiling import TilingConfig, tiled_decode
@@ -153,12 +154,13 @@ class TesseraPipeline:
             cfg = model_config_from_dict(config)
         except InputError as e:
             raise checkpoint.CheckpointError(f"{path}: its config is not valid ({e})") from e
-        vae, dit = VideoVAE(cfg.vae), DiT(cfg.dit)
+        vae, dit = video_vae_from_checkpoint(path, tensors, config, meta), DiT(cfg.dit)
         try:
-            vae.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "vae").items()})
             dit.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "dit").items()})
         except RuntimeError as e:
-            raise checkpoint.CheckpointError(f"{path} does not match its own config: {str(e).splitlines()[0]}") from e
+            raise checkpoint.CheckpointError(
+                f"{path}: DiT weights do not match its config: {str(e).splitlines()[0]}"
+            ) from e
         if text_encoder is None and cfg.text.kind != "minilm":
             raise InputError(
                 f"{path} was trained with a {cfg.text.kind!r} text encoder; pass text_encoder=TextEncoder(...)"

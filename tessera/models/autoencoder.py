@@ -56,14 +56,26 @@ def check_video_shape(vae: VideoAutoencoder, frames: int, height_px: int, width_
 def load_video_vae(path: str | Path | None = None) -> VideoVAE:
     """A VideoVAE from a VAE checkpoint or from the VAE part of a generation checkpoint; default: the bundled one."""
     path = Path(path) if path else Path(str(resources.files("tessera") / "weights" / "tessera-small.safetensors"))
-    tensors, config, meta = checkpoint.load(path)
-    if meta.get("kind") == "generator":
-        cfg = model_config_from_dict(config).vae
-        tensors = checkpoint.split_prefix(tensors, "vae")
-    else:
-        cfg = vae_config_from_dict(config)
+    return video_vae_from_checkpoint(path, *checkpoint.load(path))
+
+
+def video_vae_from_checkpoint(path: Path, tensors: dict, config: dict, meta: dict) -> VideoVAE:
+    """The one way a VideoVAE is built from a loaded checkpoint (VAE or generation); CheckpointError if it does not fit."""
+    try:
+        if meta.get("kind") == "generator":
+            cfg = model_config_from_dict(config).vae
+            tensors = checkpoint.split_prefix(tensors, "vae")
+        else:
+            cfg = vae_config_from_dict(config)
+    except ValueError as e:
+        raise checkpoint.CheckpointError(f"{path}: its VAE config is not valid ({e})") from e
     vae = VideoVAE(cfg)
-    vae.load_state_dict({k: v.float() for k, v in tensors.items()})
+    try:
+        vae.load_state_dict({k: v.float() for k, v in tensors.items()})
+    except RuntimeError as e:
+        raise checkpoint.CheckpointError(
+            f"{path}: VAE weights do not match its config ({str(e).splitlines()[0]})"
+        ) from e
     return vae.eval()
 
 
