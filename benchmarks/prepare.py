@@ -15,14 +15,17 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from tessera.data.prepare import PrepareConfig, prepare, read_manifest
-from tessera.data.sample_videos import BAD_KINDS, CORRUPTIONS, write_bad_file, write_world_videos
+from tessera.data.ingest.prepare import PrepareConfig, prepare, read_manifest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the generated videos of the tests
+from fixtures.videos import BAD_KINDS, CORRUPTIONS, write_bad_file, write_world_videos  # noqa: E402
 
 FILTER_OF = {"shake": "shake", "blur": "blur", "compress": "compression", "dark": "dark"}
 

@@ -37,8 +37,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from tessera.config import PRESETS
-from tessera.data.dataset import clip_rng, frames_to_tensor, vae_batch, world_clip
-from tessera.data.world import WorldConfig, sample_spec
+from tessera.data.world import WorldConfig, clip_rng, frames_to_tensor, sample_spec, vae_batch, world_clip
 from tessera.metrics import psnr, ssim
 from tessera.models.autoencoder import DiffusersVAE, load_video_vae
 from tessera.models.tiling import TilingConfig, tiled_decode

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from tessera import checkpoint
 from tessera.config import ModelConfig, VAEConfig, model_config_from_dict, vae_config_from_dict
-from tessera.data.dataset import vae_batch
+from tessera.data.world import vae_batch
 from tessera.diffusion.flow import flow_loss, sample_train_times
 from tessera.losses import ExtraVAELoss, VAELossConfig
 from tessera.models.vae import VideoVAE
@@ -385,8 +385,7 @@ def world_latents(vae: VideoVAE, out: Path, cfg: DiTTrainConfig, device: torch.d
 
     Rendering runs on every core; encoding on `device` (a GPU encodes in bigger batches).
     """
-    from tessera.data.latents import build_latent_cache
-    from tessera.data.world import WorldConfig
+    from tessera.data.world import WorldConfig, build_latent_cache
 
     world = WorldConfig(seed=cfg.seed)
     shapes = cfg.shapes or ((cfg.height_px, cfg.width_px),)
@@ -411,7 +410,7 @@ def train_dit(
     """
     from tessera import distributed as D
     from tessera.data.buckets import BucketConfig, BucketSampler, LatentGroup
-    from tessera.data.latents import load_latent_groups
+    from tessera.data.shards import load_latent_groups
     from tessera.diffusion.flow import shift_for
     from tessera.eval import adherence, eval_cases
     from tessera.flops import dit_train_flops, matmul_peak_flops

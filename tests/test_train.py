@@ -120,8 +120,7 @@ def test_time_limited_run_stops_and_resumes_at_its_fixed_step_count(tmp_path):
 
 
 def test_latent_cache_does_not_depend_on_the_number_of_render_workers(tmp_path):
-    from tessera.data.latents import build_latent_cache
-    from tessera.data.world import WorldConfig
+    from tessera.data.world import WorldConfig, build_latent_cache
     from tessera.models.vae import VideoVAE
 
     torch.manual_seed(0)

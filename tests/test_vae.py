@@ -8,8 +8,7 @@ import torch
 
 from tessera import checkpoint
 from tessera.config import PRESETS
-from tessera.data.dataset import frames_to_tensor, world_clip
-from tessera.data.world import WorldConfig
+from tessera.data.world import WorldConfig, frames_to_tensor, world_clip
 from tessera.losses import ExtraVAELoss, VAELossConfig
 from tessera.metrics import psnr, ssim
 from tessera.models.autoencoder import DiffusersVAE, VideoAutoencoder, load_video_vae

@@ -14,9 +14,9 @@ from tessera.cli.common import UsageError
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Videos -> cleaned, captioned, encoded dataset; prints the summary table and JSON."""
     from tessera.checkpoint import CheckpointError
-    from tessera.data.filters import FilterConfig
-    from tessera.data.ingest import ShotConfig, SourceError
-    from tessera.data.prepare import PrepareConfig, prepare, summary_table
+    from tessera.data.ingest.filters import FilterConfig
+    from tessera.data.ingest.prepare import PrepareConfig, prepare, summary_table
+    from tessera.data.ingest.shots import ShotConfig
 
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers} must be at least 1")
@@ -50,7 +50,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     t0 = time.time()
     try:
         summary = prepare(args.src, args.out, cfg, workers=args.workers, progress=not args.quiet)
-    except (SourceError, CheckpointError, ValueError) as e:
+    except (CheckpointError, ValueError) as e:  # settings, sources, checkpoint, out folder: exit 2
+        if isinstance(e, UsageError):
+            raise
         raise UsageError(str(e)) from e
     summary["seconds"] = round(time.time() - t0, 1)
     print(summary_table(summary), file=sys.stderr)
@@ -81,7 +83,7 @@ def add_parser(sub) -> None:
     pr.add_argument("--no-encode", action="store_true", help="stop after captions: no latents, no shards")
     pr.add_argument("--checkpoint", default=None, help="generation or VAE checkpoint for the latents; default: bundled")
     pr.add_argument("--shapes", default="256x256,448x256,256x448", help="training shapes WIDTHxHEIGHT, comma-separated")
-    pr.add_argument("--frames", type=int, default=17, help="frames per clip, 1 + 4k")
+    pr.add_argument("--frames", type=int, default=17, help="frames per clip, 1 + k × the VAE's time factor (4)")
     pr.add_argument("--fps", type=float, default=8.0, help="frame rate the clip frames are sampled at")
     pr.add_argument("--clips-per-shard", type=int, default=256)
     pr.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tessera.data.world import PHOTOS, ClipSpec, ShapeObject
+from tessera.data.world.scenes import PHOTOS, ClipSpec, ShapeObject
 
 _MOTION_PHRASES: dict[str, tuple[str, ...]] = {
     "left": ("moving left", "sliding to the left", "travelling steadily leftwards", "drifting from right to left"),

@@ -1,0 +1,153 @@
+"""Encode: a clip's frames at a training shape -> VAE latents; and the sizes the model accepts.
+
+The valid sizes come from the components, not from literals: the loaded VAE's spatial and
+temporal factors times the DiT's patch (from the checkpoint's config when it is a
+generation checkpoint, else the DiT defaults).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from tessera import checkpoint
+from tessera.config import DiTConfig, model_config_from_dict, to_dict
+from tessera.data.ingest.probe import clip_times, read_frames
+from tessera.data.ingest.record import ClipRecord
+from tessera.models.autoencoder import load_video_vae
+from tessera.models.vae import VideoVAE
+
+
+def model_path(path: str) -> Path:
+    """The checkpoint `path`, or the bundled model's when it is empty."""
+    return Path(path) if path else Path(str(resources.files("tessera") / "weights" / "tessera-small.safetensors"))
+
+
+def load_vae(path: str) -> tuple[VideoVAE, dict]:
+    """The VAE of a generation or VAE checkpoint ("" = bundled) and the checkpoint's config; CheckpointError if neither."""
+    src = model_path(path)
+    _, config, meta = checkpoint.load(src)
+    if meta.get("kind") not in ("generator", "vae"):
+        raise checkpoint.CheckpointError(
+            f"{src} is a {meta.get('kind')!r} checkpoint; pass a generation (VAE + DiT) or a VAE checkpoint"
+        )
+    try:
+        vae = load_video_vae(src)
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise checkpoint.CheckpointError(f"{src} does not match its own config ({e}); re-download or retrain it") from e
+    return vae, {"kind": meta["kind"], **config}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The clip sizes a VAE and a DiT patch accept: frames, height and width in pixels."""
+
+    spatial_factor: int  # pixels per latent cell
+    temporal_factor: int  # frames per latent frame after the first
+    patch_hw: int  # latent cells per DiT token, each side
+    patch_t: int  # latent frames per DiT token
+
+    @classmethod
+    def of(cls, vae: VideoVAE, config: dict) -> Geometry:
+        dit = model_config_from_dict(config).dit if config.get("kind") == "generator" else DiTConfig()
+        return cls(vae.spatial_factor, vae.temporal_factor, dit.patch_hw, dit.patch_t)
+
+    @property
+    def size_unit_px(self) -> int:
+        return self.spatial_factor * self.patch_hw
+
+    def check_shape(self, shape: str) -> tuple[int, int]:
+        """`448x256` -> (width_px, height_px); ValueError with a fix when it is not valid."""
+        w, h = parse_shape(shape)
+        u = self.size_unit_px
+        for name, v in (("width", w), ("height", h)):
+            if v <= 0 or v % u:
+                raise ValueError(
+                    f"shape {shape}: {name} {v} px is not a positive multiple of {u} "
+                    f"(VAE {self.spatial_factor} × patch {self.patch_hw}); try {max(u, round(v / u) * u)}"
+                )
+        return w, h
+
+    def check_frames(self, frames: int) -> None:
+        """ValueError with the nearest valid count when the VAE and the patch cannot take `frames`."""
+        tf, pt = self.temporal_factor, self.patch_t
+        if frames >= 1 and (frames - 1) % tf == 0 and (1 + (frames - 1) // tf) % pt == 0:
+            return
+        latent = range(max(2, pt), 4 * max(frames, 2) + 2 * pt, 1)
+        best = min((1 + (n - 1) * tf for n in latent if n % pt == 0), key=lambda f: (abs(f - frames), f))
+        raise ValueError(
+            f"--frames {frames} does not fit the VAE (time ÷{tf}) and the DiT patch ({pt} latent frame(s)): "
+            f"frames must be 1 + {tf}k with 1 + k a multiple of {pt}; try {best}"
+        )
+
+
+def parse_shape(s: str) -> tuple[int, int]:
+    """`448x256` -> (width_px, height_px); ValueError with an example when it is not WIDTHxHEIGHT."""
+    try:
+        w, h = (int(v) for v in s.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"shape {s!r} is not WIDTHxHEIGHT in pixels, e.g. 448x256") from None
+    return w, h
+
+
+def nearest_shape(width_px: int, height_px: int, shapes: Iterable[str]) -> str:
+    """The training shape whose aspect ratio is closest (in log ratio) to the video's; first one on ties."""
+    a = math.log(width_px / height_px)
+    return min(shapes, key=lambda s: abs(math.log(parse_shape(s)[0] / parse_shape(s)[1]) - a))
+
+
+def copy_vae(path: str, out: Path) -> Path:
+    """Write the VAE of checkpoint `path` ("" = bundled) to `out` as a VAE-only checkpoint, unless it exists."""
+    if not out.exists():
+        vae, _ = load_vae(path)
+        checkpoint.save(out, vae.state_dict(), to_dict(vae.cfg), kind="vae", source=model_path(path).name)
+    return out
+
+
+# ----------------------------------------------------------------------------- the stage (one clip)
+
+
+def clip_pixels(clip: ClipRecord, shape: str, frames: int, fps: float) -> np.ndarray:
+    """Frames of a clip at a training shape: sampled at `fps`, scaled to cover, centre-cropped; (T, H, W, 3)."""
+    import cv2
+
+    w, h = parse_shape(shape)
+    x = read_frames(clip.source, clip_times(clip.start_s, clip.end_s, fps, frames))
+    if len(x) == 0:
+        raise ValueError(f"no frame of {clip.id} decodes")
+    if len(x) < frames:  # the last frame is held when the clip ends a fraction of a frame early
+        x = np.concatenate([x, np.repeat(x[-1:], frames - len(x), axis=0)])
+    fh, fw = x.shape[1:3]
+    s = max(w / fw, h / fh)
+    size = (max(w, round(fw * s)), max(h, round(fh * s)))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    y0, x0 = (size[1] - h) // 2, (size[0] - w) // 2
+    return np.stack([cv2.resize(f, size, interpolation=interp)[y0 : y0 + h, x0 : x0 + w] for f in x])
+
+
+_VAES: dict[str, VideoVAE] = {}
+
+
+def encode_clip(clip: ClipRecord, frames: int, fps: float, vae_path: str, out_file: str) -> dict:
+    """Stage 5: VAE latents of one clip at `clip.shape`, written to `out_file` as (C, T', H', W') bf16."""
+    import torch
+
+    from tessera.data.pixels import frames_to_tensor
+
+    if vae_path not in _VAES:  # one VAE per worker process
+        _VAES[vae_path] = load_video_vae(vae_path)
+    x = frames_to_tensor(clip_pixels(clip, clip.shape, frames, fps))[None]  # (1, 3, T, H, W)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        z = _VAES[vae_path].encode(x).to(torch.bfloat16)[0]  # (C, T', H', W')
+    checkpoint.save(out_file, {"latent": z}, {"id": clip.id, "shape": clip.shape})
+    return {"file": Path(out_file).name}
+
+
+def shard_meta(frames: int, fps: float, shape: str, clips: int) -> dict:
+    w, h = parse_shape(shape)
+    return {"frames": frames, "height_px": h, "width_px": w, "fps": fps, "clips": clips}
