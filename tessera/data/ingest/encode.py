@@ -19,6 +19,7 @@ from tessera import checkpoint
 from tessera.config import DiTConfig, model_config_from_dict, to_dict
 from tessera.data.ingest.probe import clip_times, read_frames
 from tessera.data.ingest.record import ClipRecord
+from tessera.errors import InputError
 from tessera.models.autoencoder import load_video_vae
 from tessera.models.vae import VideoVAE
 
@@ -43,55 +44,67 @@ def load_vae(path: str) -> tuple[VideoVAE, dict]:
     return vae, {"kind": meta["kind"], **config}
 
 
+def dit_config(config: dict) -> DiTConfig:
+    """The DiT settings of a checkpoint's config: its own for a generation checkpoint, else the defaults."""
+    return model_config_from_dict(config).dit if config.get("kind") == "generator" else DiTConfig()
+
+
 @dataclass(frozen=True)
 class Geometry:
-    """The clip sizes a VAE and a DiT patch accept: frames, height and width in pixels."""
+    """The clip sizes a VAE and a DiT patch accept: sides in pixels, frame counts."""
 
-    spatial_factor: int  # pixels per latent cell
-    temporal_factor: int  # frames per latent frame after the first
-    patch_hw: int  # latent cells per DiT token, each side
+    spatial_factor: int  # pixels per latent cell, per side
+    temporal_factor: int  # pixel frames per latent frame (after the first)
     patch_t: int  # latent frames per DiT token
+    patch_hw: int  # latent cells per DiT token, per side
 
     @classmethod
-    def of(cls, vae: VideoVAE, config: dict) -> Geometry:
-        dit = model_config_from_dict(config).dit if config.get("kind") == "generator" else DiTConfig()
-        return cls(vae.spatial_factor, vae.temporal_factor, dit.patch_hw, dit.patch_t)
+    def of(cls, vae: VideoVAE, dit_cfg: DiTConfig) -> Geometry:
+        return cls(vae.spatial_factor, vae.temporal_factor, dit_cfg.patch_t, dit_cfg.patch_hw)
 
     @property
-    def size_unit_px(self) -> int:
+    def unit_px(self) -> int:
+        """Sides must be multiples of this."""
         return self.spatial_factor * self.patch_hw
 
-    def check_shape(self, shape: str) -> tuple[int, int]:
-        """`448x256` -> (width_px, height_px); ValueError with a fix when it is not valid."""
-        w, h = parse_shape(shape)
-        u = self.size_unit_px
-        for name, v in (("width", w), ("height", h)):
+    def check_size(self, width_px: int, height_px: int) -> None:
+        """Raise InputError naming the nearest valid side when a side is not a positive multiple of `unit_px`."""
+        u = self.unit_px
+        for name, v in (("width", width_px), ("height", height_px)):
             if v <= 0 or v % u:
-                raise ValueError(
-                    f"shape {shape}: {name} {v} px is not a positive multiple of {u} "
-                    f"(VAE {self.spatial_factor} × patch {self.patch_hw}); try {max(u, round(v / u) * u)}"
+                raise InputError(
+                    f"{name} {v} px is not a positive multiple of {u} (VAE {self.spatial_factor} × patch "
+                    f"{self.patch_hw}); try {max(u, round(v / u) * u)}"
                 )
+
+    def check_shape(self, shape: str) -> tuple[int, int]:
+        """`448x256` -> (width_px, height_px); InputError with a fix when it is not valid."""
+        w, h = parse_shape(shape)
+        try:
+            self.check_size(w, h)
+        except InputError as e:
+            raise InputError(f"shape {shape}: {e}") from None
         return w, h
 
     def check_frames(self, frames: int) -> None:
-        """ValueError with the nearest valid count when the VAE and the patch cannot take `frames`."""
+        """Raise InputError with the nearest valid count: 1 + k × temporal_factor frames, 1 + k a multiple of patch_t."""
         tf, pt = self.temporal_factor, self.patch_t
         if frames >= 1 and (frames - 1) % tf == 0 and (1 + (frames - 1) // tf) % pt == 0:
             return
-        latent = range(max(2, pt), 4 * max(frames, 2) + 2 * pt, 1)
-        best = min((1 + (n - 1) * tf for n in latent if n % pt == 0), key=lambda f: (abs(f - frames), f))
-        raise ValueError(
+        latent = [n for n in range(max(2, pt), 4 * max(frames, 2) + 2 * pt) if n % pt == 0]
+        best = min((1 + (n - 1) * tf for n in latent), key=lambda f: (abs(f - frames), -f))
+        raise InputError(
             f"--frames {frames} does not fit the VAE (time ÷{tf}) and the DiT patch ({pt} latent frame(s)): "
             f"frames must be 1 + {tf}k with 1 + k a multiple of {pt}; try {best}"
         )
 
 
 def parse_shape(s: str) -> tuple[int, int]:
-    """`448x256` -> (width_px, height_px); ValueError with an example when it is not WIDTHxHEIGHT."""
+    """`448x256` -> (width_px, height_px); InputError with an example when it is not WIDTHxHEIGHT."""
     try:
         w, h = (int(v) for v in s.lower().split("x"))
     except ValueError:
-        raise ValueError(f"shape {s!r} is not WIDTHxHEIGHT in pixels, e.g. 448x256") from None
+        raise InputError(f"shape {s!r} is not WIDTHxHEIGHT in pixels, e.g. 448x256") from None
     return w, h
 
 

@@ -40,7 +40,15 @@ from pathlib import Path
 import torch
 
 from tessera import checkpoint
-from tessera.data.ingest.encode import Geometry, copy_vae, encode_clip, load_vae, nearest_shape, shard_meta
+from tessera.data.ingest.encode import (
+    Geometry,
+    copy_vae,
+    dit_config,
+    encode_clip,
+    load_vae,
+    nearest_shape,
+    shard_meta,
+)
 from tessera.data.ingest.filters import UNSAFE_NOT_CONFIGURED, FilterConfig, filter_clip
 from tessera.data.ingest.probe import probe_video
 from tessera.data.ingest.recaption import caption_clip
@@ -98,7 +106,8 @@ def check_config(cfg: PrepareConfig) -> Geometry | None:
         )
     if not cfg.shapes:
         raise ValueError("no training shapes given; pass --shapes, e.g. 256x256,448x256,256x448")
-    geometry = Geometry.of(*load_vae(cfg.checkpoint))
+    vae, config = load_vae(cfg.checkpoint)
+    geometry = Geometry.of(vae, dit_config(config))
     geometry.check_frames(cfg.frames)
     for s in cfg.shapes:
         geometry.check_shape(s)
