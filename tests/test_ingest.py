@@ -251,3 +251,16 @@ def test_preparation_imports_neither_training_nor_the_pipeline_nor_the_shapes_wo
         assert not [n for n in names if n.startswith(banned)], path
     for path, names in _tessera_imports(ROOT / "tessera" / "data" / "world").items():
         assert not [n for n in names if n.startswith(banned[:4] + ("tessera.data.ingest",))], path
+
+
+def test_an_item_that_kills_its_worker_process_is_rejected_and_the_others_finish(tmp_path):
+    from fixtures.stages import echo_or_die
+
+    from tessera.data.ingest.prepare import Journal, Runner
+
+    keys = [f"clip{i}" for i in range(8)]
+    with Runner(workers=2, progress=False) as runner:
+        done = runner.run("crash", Journal(tmp_path / "j.jsonl"), [(k, echo_or_die, (k, "clip2")) for k in keys])
+    assert done["clip2"]["reason"] == "crashed"
+    assert {k: done[k] for k in keys if k != "clip2"} == {k: {"key": k} for k in keys if k != "clip2"}
+    assert Journal(tmp_path / "j.jsonl").done == done

@@ -34,6 +34,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -220,9 +221,14 @@ class Runner:
 
     def __enter__(self) -> Runner:
         if self.workers > 1:
-            ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch has started threads
-            self.pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker)
+            self._new_pool()
         return self
+
+    def _new_pool(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+        ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch has started threads
+        self.pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker)
 
     def __exit__(self, *exc) -> None:
         if self.pool is not None:
@@ -248,12 +254,40 @@ class Runner:
             for key, fn, args in todo:
                 finish(key, _guard(fn, *args))
         else:
-            futures = {self.pool.submit(_guard, fn, *args): key for key, fn, args in todo}
-            for fut in cf.as_completed(futures):
-                finish(futures[fut], fut.result())
+            self._run_pool(todo, finish)
         bar.close()
         self.timings[desc] = {"items": len(todo), "seconds": round(time.perf_counter() - t0, 3)}
         return done
+
+    def _run_pool(self, todo: list[tuple[str, Callable, tuple]], finish: Callable[[str, dict], None]) -> None:
+        """Run `todo` on the pool. A worker killed by an item (a decoder crash) breaks the pool and every item
+        in it; the unfinished items then run alone until the one that kills its worker again is found and
+        rejected, and the rest go back to the pool."""
+        while todo:
+            futures = {self.pool.submit(_guard, fn, *args): i for i, (_, fn, args) in enumerate(todo)}
+            broken = []
+            for fut in cf.as_completed(futures):
+                i = futures[fut]
+                try:
+                    finish(todo[i][0], fut.result())
+                except BrokenProcessPool:
+                    broken.append(i)
+            todo = self._isolate([todo[i] for i in sorted(broken)], finish) if broken else []
+
+    def _isolate(self, todo: list[tuple[str, Callable, tuple]], finish: Callable[[str, dict], None]) -> list:
+        """Run the first items of `todo` one at a time on a fresh pool until one kills its worker; returns the rest."""
+        limit = 2 * self.workers + 2  # the item that broke the pool was among the first ones sent to it
+        self._new_pool()
+        for n, (key, fn, args) in enumerate(todo[:limit]):
+            try:
+                finish(key, self.pool.submit(_guard, fn, *args).result())
+            except BrokenProcessPool:
+                finish(
+                    key, {"reason": "crashed", "detail": "it killed the worker process working on it (a decoder crash)"}
+                )
+                self._new_pool()
+                return todo[n + 1 :]
+        return todo[limit:]
 
 
 # ----------------------------------------------------------------------------- the run
