@@ -14,7 +14,7 @@ from tessera import checkpoint
 from tessera.cli import main
 from tessera.config import PRESETS, VAEConfig, to_dict
 from tessera.data.ingest import prepare as prepare_module
-from tessera.data.ingest.encode import Geometry, copy_vae, dit_config, load_vae
+from tessera.data.ingest.encode import Geometry, copy_vae, load_vae
 from tessera.data.ingest.prepare import PrepareConfig, check_config, clip_file, prepare, read_manifest
 from tessera.data.ingest.record import ClipRecord
 from tessera.data.ingest.sources import list_sources
@@ -188,8 +188,7 @@ def _vae_checkpoint(path: Path, cfg: VAEConfig) -> Path:
 
 
 def _geometry(path: Path) -> Geometry:
-    vae, config = load_vae(str(path))
-    return Geometry.of(vae, dit_config(config))
+    return Geometry.of(*load_vae(str(path)))
 
 
 def test_valid_sizes_follow_the_vae_and_the_dit_patch(tmp_path, tiny_checkpoint):

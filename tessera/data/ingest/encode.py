@@ -29,8 +29,9 @@ def model_path(path: str) -> Path:
     return Path(path) if path else Path(str(resources.files("tessera") / "weights" / "tessera-small.safetensors"))
 
 
-def load_vae(path: str) -> tuple[VideoVAE, dict]:
-    """The VAE of a generation or VAE checkpoint ("" = bundled) and the checkpoint's config; CheckpointError if neither."""
+def load_vae(path: str) -> tuple[VideoVAE, DiTConfig]:
+    """The VAE of a generation or VAE checkpoint ("" = bundled), and the DiT settings its latents are for:
+    the checkpoint's own for a generation checkpoint, else the defaults. CheckpointError for anything else."""
     src = model_path(path)
     _, config, meta = checkpoint.load(src)
     if meta.get("kind") not in ("generator", "vae"):
@@ -41,12 +42,7 @@ def load_vae(path: str) -> tuple[VideoVAE, dict]:
         vae = load_video_vae(src)
     except (RuntimeError, KeyError, TypeError) as e:
         raise checkpoint.CheckpointError(f"{src} does not match its own config ({e}); re-download or retrain it") from e
-    return vae, {"kind": meta["kind"], **config}
-
-
-def dit_config(config: dict) -> DiTConfig:
-    """The DiT settings of a checkpoint's config: its own for a generation checkpoint, else the defaults."""
-    return model_config_from_dict(config).dit if config.get("kind") == "generator" else DiTConfig()
+    return vae, model_config_from_dict(config).dit if meta["kind"] == "generator" else DiTConfig()
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,6 @@ from tessera import checkpoint
 from tessera.data.ingest.encode import (
     Geometry,
     copy_vae,
-    dit_config,
     encode_clip,
     load_vae,
     nearest_shape,
@@ -107,8 +106,7 @@ def check_config(cfg: PrepareConfig) -> Geometry | None:
         )
     if not cfg.shapes:
         raise ValueError("no training shapes given; pass --shapes, e.g. 256x256,448x256,256x448")
-    vae, config = load_vae(cfg.checkpoint)
-    geometry = Geometry.of(vae, dit_config(config))
+    geometry = Geometry.of(*load_vae(cfg.checkpoint))
     geometry.check_frames(cfg.frames)
     for s in cfg.shapes:
         geometry.check_shape(s)
