@@ -14,7 +14,7 @@ from tessera import checkpoint
 from tessera.cli import main
 from tessera.config import PRESETS, VAEConfig, to_dict
 from tessera.data.ingest import prepare as prepare_module
-from tessera.data.ingest.encode import Geometry, copy_vae, load_vae
+from tessera.data.ingest.encode import copy_vae, geometry_of, load_vae
 from tessera.data.ingest.prepare import PrepareConfig, check_config, clip_file, prepare, read_manifest
 from tessera.data.ingest.record import ClipRecord
 from tessera.data.ingest.sources import list_sources
@@ -187,16 +187,11 @@ def _vae_checkpoint(path: Path, cfg: VAEConfig) -> Path:
     return path
 
 
-def _geometry(path: Path) -> Geometry:
-    return Geometry.of(*load_vae(str(path)))
-
-
 def test_valid_sizes_follow_the_vae_and_the_dit_patch(tmp_path, tiny_checkpoint):
-    fine = _vae_checkpoint(
-        tmp_path / "fine.safetensors", VAEConfig(base_channels=8, channel_mults=(1, 2), temporal_downsamples=1)
-    )
-    geometry = _geometry(fine)
-    assert (geometry.spatial_factor, geometry.temporal_factor, geometry.unit_px) == (8, 2, 16)
+    fine_cfg = VAEConfig(base_channels=8, channel_mults=(1, 2), temporal_downsamples=1)
+    fine = _vae_checkpoint(tmp_path / "fine.safetensors", fine_cfg)
+    geometry = geometry_of(str(fine))
+    assert (geometry.spatial_factor, geometry.temporal_factor, geometry.unit_px) == (8, 2, 16)  # patch 2: default
     check_config(PrepareConfig(checkpoint=str(fine), shapes=("48x80",), frames=7))
     with pytest.raises(ValueError, match="try 64"):
         check_config(PrepareConfig(checkpoint=str(tiny_checkpoint), shapes=("48x64",), frames=9))
@@ -204,17 +199,15 @@ def test_valid_sizes_follow_the_vae_and_the_dit_patch(tmp_path, tiny_checkpoint)
         check_config(PrepareConfig(checkpoint=str(tiny_checkpoint), shapes=("64x64",), frames=7))
 
     cfg = copy.deepcopy(PRESETS["tiny"])
-    cfg.dit.patch_hw, cfg.dit.patch_t = 4, 2
+    cfg.dit.patch_hw = 4
     wide = tmp_path / "wide.safetensors"
     tensors = {f"vae.{k}": v for k, v in VideoVAE(cfg.vae).state_dict().items()}
     checkpoint.save(wide, tensors, to_dict(cfg), kind="generator")
-    geometry = _geometry(wide)
-    assert (geometry.patch_hw, geometry.patch_t) == (4, 2) and geometry.unit_px == 4 * geometry.spatial_factor
-    with pytest.raises(ValueError, match=f"multiple of {geometry.unit_px}"):
-        geometry.check_shape(f"{2 * geometry.spatial_factor}x{geometry.unit_px}")
-    geometry.check_frames(1 + 3 * geometry.temporal_factor)  # 4 latent frames: 2 patches
-    with pytest.raises(ValueError, match="multiple of 2"):
-        geometry.check_frames(1 + 2 * geometry.temporal_factor)  # 3 latent frames
+    geometry = geometry_of(str(wide))
+    assert geometry.patch_hw == 4 and geometry.unit_px == 4 * geometry.spatial_factor == 64
+    check_config(PrepareConfig(checkpoint=str(wide), shapes=("128x64",), frames=9))
+    with pytest.raises(ValueError, match="multiple of 64"):
+        check_config(PrepareConfig(checkpoint=str(wide), shapes=("96x64",), frames=9))
 
 
 def test_the_dataset_vae_is_the_checkpoints_vae(tiny_checkpoint, tmp_path):

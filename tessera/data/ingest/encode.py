@@ -1,15 +1,14 @@
 """Encode: a clip's frames at a training shape -> VAE latents; and the sizes the model accepts.
 
-The valid sizes come from the components, not from literals: the loaded VAE's spatial and
-temporal factors times the DiT's patch (from the checkpoint's config when it is a
-generation checkpoint, else the DiT defaults).
+The valid sizes come from the components, not from literals (`tessera.geometry`): the
+loaded VAE's spatial and temporal factors and the DiT's patch (from the checkpoint's config
+when it is a generation checkpoint, else the DiT defaults).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from tessera.config import DiTConfig, model_config_from_dict, to_dict
 from tessera.data.ingest.probe import clip_times, read_frames
 from tessera.data.ingest.record import ClipRecord
 from tessera.errors import InputError
+from tessera.geometry import Geometry
 from tessera.models.autoencoder import load_video_vae
 from tessera.models.vae import VideoVAE
 
@@ -45,54 +45,20 @@ def load_vae(path: str) -> tuple[VideoVAE, DiTConfig]:
     return vae, model_config_from_dict(config).dit if meta["kind"] == "generator" else DiTConfig()
 
 
-@dataclass(frozen=True)
-class Geometry:
-    """The clip sizes a VAE and a DiT patch accept: sides in pixels, frame counts."""
+def geometry_of(path: str) -> Geometry:
+    """The clip sizes checkpoint `path` ("" = bundled) accepts: its VAE's factors × its DiT patch."""
+    vae, dit = load_vae(path)
+    return Geometry.of(vae, dit, output=False)
 
-    spatial_factor: int  # pixels per latent cell, per side
-    temporal_factor: int  # pixel frames per latent frame (after the first)
-    patch_t: int  # latent frames per DiT token
-    patch_hw: int  # latent cells per DiT token, per side
 
-    @classmethod
-    def of(cls, vae: VideoVAE, dit_cfg: DiTConfig) -> Geometry:
-        return cls(vae.spatial_factor, vae.temporal_factor, dit_cfg.patch_t, dit_cfg.patch_hw)
-
-    @property
-    def unit_px(self) -> int:
-        """Sides must be multiples of this."""
-        return self.spatial_factor * self.patch_hw
-
-    def check_size(self, width_px: int, height_px: int) -> None:
-        """Raise InputError naming the nearest valid side when a side is not a positive multiple of `unit_px`."""
-        u = self.unit_px
-        for name, v in (("width", width_px), ("height", height_px)):
-            if v <= 0 or v % u:
-                raise InputError(
-                    f"{name} {v} px is not a positive multiple of {u} (VAE {self.spatial_factor} × patch "
-                    f"{self.patch_hw}); try {max(u, round(v / u) * u)}"
-                )
-
-    def check_shape(self, shape: str) -> tuple[int, int]:
-        """`448x256` -> (width_px, height_px); InputError with a fix when it is not valid."""
-        w, h = parse_shape(shape)
-        try:
-            self.check_size(w, h)
-        except InputError as e:
-            raise InputError(f"shape {shape}: {e}") from None
-        return w, h
-
-    def check_frames(self, frames: int) -> None:
-        """Raise InputError with the nearest valid count: 1 + k × temporal_factor frames, 1 + k a multiple of patch_t."""
-        tf, pt = self.temporal_factor, self.patch_t
-        if frames >= 1 and (frames - 1) % tf == 0 and (1 + (frames - 1) // tf) % pt == 0:
-            return
-        latent = [n for n in range(max(2, pt), 4 * max(frames, 2) + 2 * pt) if n % pt == 0]
-        best = min((1 + (n - 1) * tf for n in latent), key=lambda f: (abs(f - frames), -f))
-        raise InputError(
-            f"--frames {frames} does not fit the VAE (time ÷{tf}) and the DiT patch ({pt} latent frame(s)): "
-            f"frames must be 1 + {tf}k with 1 + k a multiple of {pt}; try {best}"
-        )
+def check_shape(geometry: Geometry, shape: str) -> tuple[int, int]:
+    """`448x256` -> (width_px, height_px); InputError with a fix when `geometry` does not accept it."""
+    w, h = parse_shape(shape)
+    try:
+        geometry.check_size(w, h)
+    except InputError as e:
+        raise InputError(f"--shapes {shape}: {e}") from None
+    return w, h
 
 
 def parse_shape(s: str) -> tuple[int, int]:

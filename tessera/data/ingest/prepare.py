@@ -41,14 +41,7 @@ from pathlib import Path
 import torch
 
 from tessera import checkpoint
-from tessera.data.ingest.encode import (
-    Geometry,
-    copy_vae,
-    encode_clip,
-    load_vae,
-    nearest_shape,
-    shard_meta,
-)
+from tessera.data.ingest.encode import check_shape, copy_vae, encode_clip, geometry_of, nearest_shape, shard_meta
 from tessera.data.ingest.filters import UNSAFE_NOT_CONFIGURED, FilterConfig, filter_clip
 from tessera.data.ingest.probe import probe_video
 from tessera.data.ingest.recaption import caption_clip
@@ -57,6 +50,7 @@ from tessera.data.ingest.shots import ShotConfig, split_source
 from tessera.data.ingest.sources import list_sources
 from tessera.data.shards import shard_name, write_shard
 from tessera.errors import InputError
+from tessera.geometry import Geometry
 
 STAGES = ("probe", "split", "filter", "caption", "encode")
 
@@ -106,10 +100,13 @@ def check_config(cfg: PrepareConfig) -> Geometry | None:
         )
     if not cfg.shapes:
         raise ValueError("no training shapes given; pass --shapes, e.g. 256x256,448x256,256x448")
-    geometry = Geometry.of(*load_vae(cfg.checkpoint))
-    geometry.check_frames(cfg.frames)
+    geometry = geometry_of(cfg.checkpoint)
+    try:
+        geometry.check_frames(cfg.frames)
+    except InputError as e:
+        raise InputError(f"--frames: {e}") from None
     for s in cfg.shapes:
-        geometry.check_shape(s)
+        check_shape(geometry, s)
     return geometry
 
 
