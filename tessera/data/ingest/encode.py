@@ -20,7 +20,7 @@ from tessera.data.ingest.probe import clip_times, read_frames
 from tessera.data.ingest.record import ClipRecord
 from tessera.errors import InputError
 from tessera.geometry import Geometry
-from tessera.models.autoencoder import load_video_vae
+from tessera.models.autoencoder import load_video_vae, video_vae_from_checkpoint
 from tessera.models.vae import VideoVAE
 
 
@@ -33,15 +33,12 @@ def load_vae(path: str) -> tuple[VideoVAE, DiTConfig]:
     """The VAE of a generation or VAE checkpoint ("" = bundled), and the DiT settings its latents are for:
     the checkpoint's own for a generation checkpoint, else the defaults. CheckpointError for anything else."""
     src = model_path(path)
-    _, config, meta = checkpoint.load(src)
+    tensors, config, meta = checkpoint.load(src)
     if meta.get("kind") not in ("generator", "vae"):
         raise checkpoint.CheckpointError(
             f"{src} is a {meta.get('kind')!r} checkpoint; pass a generation (VAE + DiT) or a VAE checkpoint"
         )
-    try:
-        vae = load_video_vae(src)
-    except (RuntimeError, KeyError, TypeError) as e:
-        raise checkpoint.CheckpointError(f"{src} does not match its own config ({e}); re-download or retrain it") from e
+    vae = video_vae_from_checkpoint(src, tensors, config, meta)
     return vae, model_config_from_dict(config).dit if meta["kind"] == "generator" else DiTConfig()
 
 
