@@ -19,7 +19,6 @@ import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +49,7 @@ MAX_FPS = 60
 
 def bundled_checkpoint() -> Path:
     """Path of the small model that ships inside the package."""
-    return Path(str(resources.files("tessera") / "weights" / "tessera-small.safetensors"))
+    return checkpoint.bundled_path()
 
 
 def default_device() -> torch.device:

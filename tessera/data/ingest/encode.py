@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from tessera.models.vae import VideoVAE
 
 def model_path(path: str) -> Path:
     """The checkpoint `path`, or the bundled model's when it is empty."""
-    return Path(path) if path else Path(str(resources.files("tessera") / "weights" / "tessera-small.safetensors"))
+    return Path(path) if path else checkpoint.bundled_path()
 
 
 def load_vae(path: str) -> tuple[VideoVAE, DiTConfig]:
