@@ -217,7 +217,7 @@ def test_train_dit_reads_a_prepared_dataset(small_crawl, tiny_checkpoint, tmp_pa
     import dataclasses
 
     from tessera.config import PRESETS
-    from tessera.train import DiTTrainConfig, train_dit
+    from tessera.training import DiTTrainConfig, train_dit
 
     data = tmp_path / "ds"
     assert (
