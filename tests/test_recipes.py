@@ -2,10 +2,13 @@
 
 import dataclasses
 import json
+import re
 import shlex
+from pathlib import Path
 
 import pytest
 
+import tessera
 from tessera.cli import build_parser, main
 from tessera.cli.train import plan
 from tessera.errors import InputError
@@ -145,3 +148,15 @@ def test_recipes_list_and_bad_input_exit_codes(capsys):
     assert "multiples of 32" in capsys.readouterr().err  # the parser's own message, one line
     with pytest.raises(InputError, match="warmup"):
         _plan("dit --time-limit-min 5 --warmup-steps 10")
+
+
+def test_model_card_spells_out_each_recipe_correctly():
+    """Where the card writes a recipe out as flags (`# = tessera train ...`), the flags give the recipe."""
+    card = (Path(tessera.__file__).parent / "weights" / "MODEL_CARD.md").read_text()
+    found = re.findall(r"tessera train --recipe (\S+)\n# = tessera train (.*?)\n```", card, re.S)
+    assert {name for name, _ in found} == {f"tessera-small:stage{i}" for i in (2, 5, 6)}
+    for name, spelled in found:
+        flags = " ".join(line.strip(" #\\") for line in spelled.splitlines())
+        a, b = _plan(f"--recipe {name}"), _plan(flags)
+        assert (a.model, a.vae, a.dit) == (b.model, b.vae, b.dit), name
+        assert (a.run.out, a.run.vae) == (b.run.out, b.run.vae), name
