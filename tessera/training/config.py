@@ -139,6 +139,7 @@ class DiTTrainConfig(TrainConfig):
     )
     token_budget: int = arg(0, "video tokens per global batch (0: batch x tokens of one full clip)")
     grad_accum: int = arg(1, "micro-batches per step (same result, less activation memory)")
+    gradient_checkpointing: bool = arg(False, "recompute block activations in the backward pass (less memory)")
     text_dropout: float = arg(0.1, "share of samples trained with the empty prompt (for guidance)")
     ema_decay: float = arg(0.999, "EMA decay of the weights that are saved")
     eval_every: int = arg(500, "steps between quick adherence checks (0: never)")

@@ -198,6 +198,7 @@ class DiTTrainer:
             tensors, _, _ = checkpoint.load(self.cfg.init_from)
             dit.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "dit").items()})
             log.info("DiT initialised from %s", self.cfg.init_from)
+        dit.enable_gradient_checkpointing(self.cfg.gradient_checkpointing)
         self.dit = D.shard(dit.to(self.d.device), self.d)
         self.ema = [D.local(p).detach().clone() for p in self.dit.parameters()]
         fused = self.d.device.type == "cuda" or not self.d.active  # fused AdamW has no DTensor CPU kernel
