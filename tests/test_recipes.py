@@ -160,3 +160,11 @@ def test_model_card_spells_out_each_recipe_correctly():
         a, b = _plan(f"--recipe {name}"), _plan(flags)
         assert (a.model, a.vae, a.dit) == (b.model, b.vae, b.dit), name
         assert (a.run.out, a.run.vae) == (b.run.out, b.run.vae), name
+
+
+def test_train_writes_one_json_object_to_stdout(tmp_path, capsys):
+    """stdout is the CLI's JSON channel: progress and messages go to stderr."""
+    argv = ["train", "vae", "--preset", "tiny", "--out", str(tmp_path), "--vae-steps", "1", "--vae-batch", "1"]
+    assert main([*argv, "--vae-size-px", "32", "--vae-frames", "5", "--vae-checkpoint-every", "1"]) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert written == {"vae": str(tmp_path / "vae" / "vae.safetensors")} and Path(written["vae"]).is_file()
