@@ -79,6 +79,8 @@ def test_normalisation_undoes_obfuscation():
     assert clean("nаkеd") == "naked"  # Cyrillic а and е
     assert clean("ｎｕｄｅ") == "nude"  # full-width
     assert clean("n.u.d.e") == "nude"
+    assert clean("a p o r n scene") == "a porn scene"  # the article stays a word
+    assert clean("a b c") == "abc"
     assert clean("nuuuuude") == "nuude"
     assert clean("a 3d render at 4k, 1080p") == "a 3d render at 4k, 1080p"  # numbers with units stay
     assert clean("a red circle moving left") == "a red circle moving left"

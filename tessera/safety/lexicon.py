@@ -185,7 +185,7 @@ class Lexicon:
 
     def classify(self, prompt: str) -> LexicalResult:
         """The category the terms alone decide, from every normalised reading of the prompt."""
-        views = {clean(prompt, "i"), clean(prompt, "l")}
+        views = {clean(prompt, "i"), clean(prompt, "l"), clean(prompt, article=False)}
         matches = [m for v in views for m in self.find(v)]
         groups = {m.group for m in matches}
         minor = "minor" in groups or any(_is_minor_age(v) for v in views)

@@ -69,14 +69,23 @@ def leet(text: str, one: str = "i") -> str:
     return _CHUNK.sub(lambda m: _leet_chunk(m.group(0), one), text)
 
 
-def join_spaced(text: str) -> str:
-    """'n u d e' and 'n.u.d.e' -> 'nude' (three or more single letters in a row)."""
-    return _SPACED.sub(lambda m: re.sub(r"[ .\-_·•]", "", m.group(0)), text)
+def join_spaced(text: str, article: bool = True) -> str:
+    """'n u d e' and 'n.u.d.e' -> 'nude' (three or more single letters in a row).
+
+    With `article`, a leading 'a' or 'i' followed by a space stays a word: 'a p o r n' -> 'a porn'.
+    """
+
+    def join(m: re.Match) -> str:
+        run = m.group(0)
+        lead = run[:2] if article and run[:2] in ("a ", "i ") and len(run) >= 7 else ""
+        return lead + re.sub(r"[ .\-_·•]", "", run[len(lead) :])
+
+    return _SPACED.sub(join, text)
 
 
-def clean(text: str, one: str = "i") -> str:
+def clean(text: str, one: str = "i", article: bool = True) -> str:
     """The text both filter layers read: folded, leet decoded, spaced letters joined, runs cut to two."""
-    text = join_spaced(leet(fold(text), one))
+    text = join_spaced(leet(fold(text), one), article)
     text = _DOTTED.sub("", text).replace("-", " ")
     text = _RUN.sub(r"\1\1", text)
     return re.sub(r"\s+", " ", text).strip()
