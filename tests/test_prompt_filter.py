@@ -146,6 +146,7 @@ def test_enforce_raises_with_the_category(flt):
         flt.enforce("a naked woman posing on a bed")
     assert e.value.category == "sexual" and "sexual" in str(e.value) and e.value.exit_code == EXIT_UNSAFE
     assert flt.enforce("a red circle moving left on a black background").allowed
+    assert flt.check("   ").allowed  # an empty prompt is bad input, reported by the pipeline, not a refusal
 
 
 def test_a_passed_encoder_is_shared(flt):
@@ -186,3 +187,14 @@ def test_retraining_reproduces_the_decisions():
     fresh.thresholds = result["thresholds"]
     val = [r.text for r in rows if r.split == "val"]
     assert [fresh.check(t).allowed for t in val] == [flt.check(t).allowed for t in val]
+
+
+def test_only_the_minilm_encoder_is_shared(flt):
+    from types import SimpleNamespace
+
+    from tessera.safety.prompt_filter import _is_minilm
+
+    dim = flt.weight.shape[1] - flt.cfg.ngram_dims
+    assert _is_minilm(flt.encoder, dim)
+    t5_like = SimpleNamespace(cfg=SimpleNamespace(kind="hf"), dim=512, tokenizer=None)
+    assert not _is_minilm(t5_like, dim)

@@ -124,17 +124,21 @@ class PromptFilter:
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        if text_encoder is None:
-            from tessera.models.text import TextEncoder
-
-            text_encoder = TextEncoder()
-        self.encoder = text_encoder
         path = Path(weights) if weights else weights_path()
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
         self.cfg = FilterConfig(**{k: int(meta[k]) for k in asdict(FilterConfig()) if k in meta})
         t = load_file(str(path))
         self.weight, self.bias = t["weight"], t["bias"]  # (C, F), (C,)
+        embed_dim = self.weight.shape[1] - self.cfg.ngram_dims
+        if text_encoder is not None and not _is_minilm(text_encoder, embed_dim):
+            log.info("the given text encoder is not the MiniLM the filter was trained on; loading the MiniLM")
+            text_encoder = None
+        if text_encoder is None:
+            from tessera.models.text import TextEncoder
+
+            text_encoder = TextEncoder()
+        self.encoder = text_encoder
         self.thresholds = dict(zip(CATEGORIES, t["thresholds"].tolist()))
         self.lexicon = Lexicon(list(load_rows()), vocabulary(text_encoder))
 
@@ -147,6 +151,8 @@ class PromptFilter:
         return torch.softmax(features(self.encoder, texts, self.cfg) @ self.weight.T + self.bias, dim=-1)
 
     def check(self, prompt: str) -> Decision:
+        if not clean(prompt):
+            return Decision(True, None, 0.0, "empty prompt")  # nothing to refuse; the caller reports it as bad input
         lexical = self.lexicon.classify(prompt)
         if lexical.category:
             return Decision(False, lexical.category, 1.0, f"matched {lexical.reason!r}")
@@ -174,6 +180,16 @@ class PromptFilter:
                 f"{d.reason}); Tessera does not generate this, rephrase the prompt without it",
             )
         return d
+
+
+def _is_minilm(encoder, dim: int) -> bool:
+    """The classifier reads MiniLM embeddings: another encoder (T5, CLIP, ...) cannot be shared."""
+    cfg = getattr(encoder, "cfg", None)
+    return (
+        getattr(cfg, "kind", "minilm") == "minilm"
+        and getattr(encoder, "dim", dim) == dim
+        and hasattr(encoder, "tokenizer")
+    )
 
 
 @cache
