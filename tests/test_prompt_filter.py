@@ -118,8 +118,8 @@ def test_near_misses_pass(flt, prompt):
 
 def test_shapes_world_prompts_pass(flt):
     """Every colour, shape, motion and background of the bundled model's world appears at least once."""
-    from tessera.data.captions import simple_prompt
     from tessera.data.world import all_combos
+    from tessera.data.world.captions import simple_prompt
 
     combos = all_combos()
     backgrounds = ["black", "gray", "navy"]
@@ -132,8 +132,8 @@ def test_shapes_world_prompts_pass(flt):
 
 @pytest.mark.slow
 def test_every_shapes_world_prompt_passes(flt):
-    from tessera.data.captions import simple_prompt
     from tessera.data.world import all_combos
+    from tessera.data.world.captions import simple_prompt
 
     prompts = [
         simple_prompt(c, s, m, bg) for (c, s, m), bg in itertools.product(all_combos(), ["black", "gray", "navy"])
