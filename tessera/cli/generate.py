@@ -12,7 +12,9 @@ from tessera.cli.common import progress
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from tessera.pipeline import TesseraPipeline
+    from tessera.safety.prompt_filter import PromptFilter
 
+    PromptFilter.default().enforce(args.prompt)  # refuses before any compute: UnsafePromptError, exit code 3
     t0 = time.time()
     pipe = TesseraPipeline.from_single_file(args.checkpoint)
     kwargs = dict(
