@@ -132,6 +132,7 @@ class TesseraPipeline:
         self.config.text = getattr(text_encoder, "cfg", self.config.text)
         self.name = name
         self.geometry = Geometry.of(vae, transformer.cfg)
+        self.reuse_text = True  # cross-attention text keys/values computed once per generation
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -209,6 +210,12 @@ class TesseraPipeline:
         self.device = torch.device(device)
         self.transformer.to(self.device)
         self.vae.to(self.device)
+        return self
+
+    # ------------------------------------------------------------------ runtime switches (not saved)
+    def enable_text_kv_reuse(self, enabled: bool = True) -> TesseraPipeline:
+        """Compute the text keys and values of every cross-attention once per generation (default) or at every step."""
+        self.reuse_text = enabled
         return self
 
     # ------------------------------------------------------------------ checking a request
@@ -334,9 +341,9 @@ class TesseraPipeline:
     def _denoise(self, z, cond: TextEmbedding, uncond: TextEmbedding, req: Request, solver, callback) -> torch.Tensor:
         tokens = self.geometry.tokens(req.frames, req.height_px, req.width_px)
         solver.set_timesteps(req.steps, shift_for(self.config.timestep_shift, tokens, self.config.shift_ref_tokens))
-        velocity = guided_velocity(self.transformer, cond, uncond, req.guidance)
         total = len(solver.timesteps)
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+            velocity = guided_velocity(self.transformer, cond, uncond, req.guidance, self.reuse_text)
             for i, t in enumerate(solver.timesteps):
                 v = velocity(z, t.expand(z.shape[0]).to(self.device))
                 z = solver.step(v, t, z)
@@ -382,14 +389,22 @@ class TesseraPipeline:
         return outs[0] if req.single else outs
 
 
-def guided_velocity(model, cond: TextEmbedding, uncond: TextEmbedding, guidance: float):
-    """The DiT as a velocity function with classifier-free guidance (one batched call for both branches)."""
+def guided_velocity(model, cond: TextEmbedding, uncond: TextEmbedding, guidance: float, reuse_text: bool = True):
+    """The DiT as a velocity function with classifier-free guidance (one batched call for both branches).
+
+    reuse_text: compute every cross-attention's text keys and values once, here, and reuse
+    them at every step (`DiT.prepare_text`); call this under the same autocast as the
+    steps, so the result equals recomputing them at each step.
+    """
+    text = cond if guidance == 1.0 else TextEmbedding.cat([uncond, cond])
+    kwargs = text.as_kwargs()
+    if reuse_text and hasattr(model, "prepare_text"):
+        kwargs["text_kv"] = model.prepare_text(text.tokens, text.mask)
 
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if guidance == 1.0:
-            return model(x, t, **cond.as_kwargs())
-        both = TextEmbedding.cat([uncond, cond])
-        v_u, v_c = model(torch.cat([x, x]), torch.cat([t, t]), **both.as_kwargs()).chunk(2)
+            return model(x, t, **kwargs)
+        v_u, v_c = model(torch.cat([x, x]), torch.cat([t, t]), **kwargs).chunk(2)
         return v_u + guidance * (v_c - v_u)
 
     return velocity
