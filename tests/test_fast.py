@@ -1,10 +1,12 @@
-"""Faster generation: text keys/values reused across steps give the same outputs as recomputing them."""
+"""Faster generation: text keys/values reused across steps, int8 weights."""
 
 import pytest
 import torch
 
-from tessera.config import DiTConfig
+from tessera import checkpoint
+from tessera.config import DiTConfig, model_config_from_dict
 from tessera.models.dit import DiT
+from tessera.models.quant import Int8Linear, quantize_int8, weight_bytes
 from tessera.models.text import TextEmbedding
 from tessera.pipeline import guided_velocity
 from tessera.schedulers import get_scheduler
@@ -18,14 +20,14 @@ def _random_dit(depth: int = 2) -> DiT:
     return dit
 
 
-def _cond(b: int, seed: int) -> dict:
+def _cond(b: int, seed: int, dim: int = 32) -> dict:
     g = torch.Generator().manual_seed(seed)
     mask = torch.ones(b, 6, dtype=torch.bool)
     mask[:, 4:] = False
     return {
-        "text_tokens": torch.randn(b, 6, 32, generator=g),
+        "text_tokens": torch.randn(b, 6, dim, generator=g),
         "text_mask": mask,
-        "text_pooled": torch.randn(b, 32, generator=g),
+        "text_pooled": torch.randn(b, dim, generator=g),
     }
 
 
@@ -62,3 +64,44 @@ def test_guided_sampling_with_and_without_reuse_is_identical(guidance):
     noise = torch.randn(2, 4, 2, 4, 4, generator=torch.Generator().manual_seed(5))
     runs = [_sample(dit, cond, uncond, guidance, reuse, noise) for reuse in (False, True)]
     assert torch.equal(runs[0], runs[1])
+
+
+def test_int8_linear_is_its_dequantised_weight_and_close_to_the_original():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 48)
+    q = Int8Linear.from_linear(lin)
+    assert q.weight_int8.dtype == torch.int8 and q.scale.shape == (48,)
+    # per-channel symmetric: every row uses the full int8 range, rounding error at most half a step
+    assert (q.weight_int8.abs().amax(dim=1) == 127).all()
+    assert ((q.dequantized() - lin.weight).abs() <= q.scale[:, None] / 2 + 1e-7).all()
+    x = torch.randn(3, 5, 64)
+    with torch.no_grad():
+        exact = torch.nn.functional.linear(x, q.dequantized(), lin.bias)
+        assert torch.allclose(q(x), exact, atol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = q(x)
+        assert y.dtype == torch.bfloat16 and torch.allclose(y.float(), exact, atol=0.05, rtol=0.02)
+
+
+def test_int8_dit_from_a_checkpoint_is_smaller_and_close(tiny_checkpoint):
+    tensors, config, _ = checkpoint.load(tiny_checkpoint)
+    cfg = model_config_from_dict(config)
+    dit = DiT(cfg.dit).eval()
+    dit.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "dit").items()})
+    with torch.no_grad():
+        for p in dit.parameters():  # the tiny checkpoint's blocks are near zero; make them matter
+            p.add_(torch.randn_like(p) * 0.05)
+    z = torch.randn(2, cfg.dit.in_channels, 2, 4, 4)
+    t = torch.tensor([0.2, 0.8])
+    cond = _cond(2, 0, dim=cfg.dit.text_dim)
+    with torch.no_grad():
+        full = dit(z, t, **cond)
+        before = weight_bytes(dit)
+        quantize_int8(dit)
+        small = dit(z, t, **cond)
+    linears = [m for m in dit.modules() if isinstance(m, torch.nn.Linear)]
+    assert {type(dit.x_embed), type(dit.final)} == {torch.nn.Linear} and len(linears) == 2
+    assert isinstance(dit.blocks[0].attn.qkv, Int8Linear)
+    assert weight_bytes(dit) < 0.4 * before
+    rel = (small - full).norm() / full.norm()
+    assert 0 < rel < 0.03, rel
