@@ -1,4 +1,4 @@
-"""`tessera train vae | dit | recipe`."""
+"""`tessera train vae | dit | recipe | student`."""
 
 from __future__ import annotations
 
@@ -41,7 +41,48 @@ def _latent_lengths(text: str | None, cfg) -> tuple[int, ...]:
     return tuple(sorted(set(out)))
 
 
+def cmd_student(args: argparse.Namespace) -> int:
+    """Distil a generation checkpoint into a few-step student without guidance (tessera/distill.py)."""
+    import json
+
+    from tessera.checkpoint import CheckpointError
+    from tessera.distill import StudentConfig, train_student
+    from tessera.pipeline import bundled_checkpoint
+    from tessera.schedulers import SCHEDULERS
+
+    if args.teacher_scheduler not in SCHEDULERS:
+        raise UsageError(
+            f"--teacher-scheduler {args.teacher_scheduler!r} is unknown; choose one of {', '.join(sorted(SCHEDULERS))}"
+        )
+    if not 1 <= args.student_steps <= 8:
+        raise UsageError(
+            f"--student-steps {args.student_steps} is outside 1..8; a few-step student samples in 1 to 8 steps"
+        )
+    for name in ("pairs", "distill_steps", "distill_batch", "teacher_steps"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1")
+    for name, v in (("--width", args.width), ("--height", args.height)):
+        if v % 32:
+            raise UsageError(
+                f"{name} {v} is not a multiple of 32 (VAE 16 x patch 2); try {max(32, round(v / 32) * 32)}"
+            )
+    sc = StudentConfig(
+        pairs=args.pairs, teacher_scheduler=args.teacher_scheduler, teacher_steps=args.teacher_steps,
+        guidance=args.guidance, steps=args.distill_steps, batch=args.distill_batch, lr=args.distill_lr,
+        student_steps=args.student_steps, height_px=args.height, width_px=args.width,
+        duration_s=args.duration_s, seed=args.seed,
+    )  # fmt: skip
+    try:
+        summary = train_student(args.teacher or bundled_checkpoint(), args.out, sc)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from e
+    print(json.dumps(summary))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.stage == "student":
+        return cmd_student(args)
     from tessera import checkpoint
     from tessera.config import PRESETS
     from tessera.train import TIMING_STEPS, DiTTrainConfig, TrainConfig, replace_vae, train_dit, train_vae
@@ -128,7 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     t = sub.add_parser("train", help="train the VAE, the DiT, or both (the bundled model's recipe)")
-    t.add_argument("stage", choices=["vae", "dit", "recipe"])
+    t.add_argument("stage", choices=["vae", "dit", "recipe", "student"])
     t.add_argument("--out", default="runs/small")
     t.add_argument("--preset", default="small", choices=["tiny", "small", "base"])
     t.add_argument("--vae", default=None, help="VAE checkpoint for the dit stage (default OUT/vae/vae.safetensors)")
@@ -177,4 +218,17 @@ def add_parser(sub) -> None:
         "--tensorboard", default=None, help="also log TensorBoard scalars under this folder (pip install tensorboard)"
     )
     t.add_argument("--init-from", default=None, help="start the DiT from this generation checkpoint's weights")
+    s = t.add_argument_group("student (few-step distillation of --teacher by reflow; see tessera/distill.py)")
+    s.add_argument("--teacher", default=None, help="generation checkpoint to distil (default: the bundled model)")
+    s.add_argument("--pairs", type=int, default=1024, help="teacher (noise, sample) pairs")
+    s.add_argument("--teacher-scheduler", default="dpm++2m")
+    s.add_argument("--teacher-steps", type=int, default=12)
+    s.add_argument("--guidance", type=float, default=4.0, help="teacher guidance, distilled into the student")
+    s.add_argument("--distill-steps", type=int, default=2000, help="student training steps")
+    s.add_argument("--distill-batch", type=int, default=8)
+    s.add_argument("--distill-lr", type=float, default=5e-5)
+    s.add_argument("--student-steps", type=int, default=4, help="Euler steps the student samples with")
+    s.add_argument("--width", type=int, default=256)
+    s.add_argument("--height", type=int, default=256)
+    s.add_argument("--duration-s", type=float, default=2.0)
     t.set_defaults(func=cmd_train)
