@@ -27,14 +27,13 @@ import numpy as np
 import torch
 
 from tessera import checkpoint
-from tessera.config import ModelConfig, model_config_from_dict, to_dict
+from tessera.config import ModelConfig, model_config_from_dict
 from tessera.data.captions import simple_prompt
 from tessera.data.world import BACKGROUNDS, all_combos, held_out_combos
 from tessera.diffusion.flow import flow_loss, shift_for
-from tessera.diffusion.sample import guided
 from tessera.models.dit import DiT
 from tessera.models.text import TextEncoder
-from tessera.models.vae import VideoVAE
+from tessera.pipeline import guided_velocity
 from tessera.schedulers import get_scheduler, time_grid
 
 log = logging.getLogger(__name__)
@@ -97,11 +96,10 @@ def teacher_pairs(
     noise = torch.randn((sc.pairs, *shape), generator=g)
     x0 = torch.empty_like(noise)
     for i in range(0, sc.pairs, sc.batch):
-        e, u = text(prompts[i : i + sc.batch]), text.empty(len(prompts[i : i + sc.batch]))
-        cond = {"text_tokens": e.tokens, "text_mask": e.mask, "text_pooled": e.pooled}
-        uncond = {"text_tokens": u.tokens, "text_mask": u.mask, "text_pooled": u.pooled}
+        cond = text(prompts[i : i + sc.batch])
+        uncond = text([""] * len(cond.tokens))
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            velocity = guided(teacher, cond, uncond, sc.guidance)
+            velocity = guided_velocity(teacher, cond, uncond, sc.guidance)
             sched = get_scheduler(sc.teacher_scheduler)
             sched.set_timesteps(sc.teacher_steps, shift)
             x = noise[i : i + sc.batch]
@@ -121,13 +119,12 @@ def student_error(
     shift = sampling_shift(cfg, tuple(pairs["noise"].shape[1:]))
     err = 0.0
     for i in range(0, n, sc.batch):
-        e = text(prompts[i : min(i + sc.batch, n)])
-        cond = {"text_tokens": e.tokens, "text_mask": e.mask, "text_pooled": e.pooled}
-        x = pairs["noise"][i : i + len(e.tokens)]
+        cond = text(prompts[i : min(i + sc.batch, n)])
+        x = pairs["noise"][i : i + len(cond.tokens)]
         sched = get_scheduler("euler")
         sched.set_timesteps(sc.student_steps, shift)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            velocity = guided(dit, cond, cond, 1.0)
+            velocity = guided_velocity(dit, cond, cond, 1.0)
             for t in sched.timesteps:
                 x = sched.step(velocity(x, t.expand(x.shape[0])), t, x)
         err += (x.float() - pairs["x0"][i : i + len(x)]).pow(2).mean(dim=(1, 2, 3, 4)).sum().item()
@@ -148,7 +145,7 @@ def reflow(teacher: DiT, pairs: dict, prompts: list[str], text: TextEncoder, cfg
         rows = torch.randint(0, len(prompts), (sc.batch,), generator=g)
         on_grid = grid[torch.randint(0, len(grid), (sc.batch,), generator=g)]
         t = torch.where(torch.rand(sc.batch, generator=g) < 0.5, on_grid, torch.rand(sc.batch, generator=g))
-        cond = {"text_tokens": e.tokens[rows], "text_mask": e.mask[rows], "text_pooled": e.pooled[rows]}
+        cond = e[rows].as_kwargs()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = flow_loss(student, pairs["x0"][rows], cond, t.clamp(1e-3, 1.0), pairs["noise"][rows])
         opt.zero_grad(set_to_none=True)
@@ -163,16 +160,13 @@ def reflow(teacher: DiT, pairs: dict, prompts: list[str], text: TextEncoder, cfg
 
 def train_student(teacher_path: str | Path, out: str | Path, sc: StudentConfig) -> dict:
     """The whole recipe: teacher checkpoint -> pairs -> reflow -> `out/student.safetensors`; returns a summary."""
-    from tessera.train import generator_tensors
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tensors, config, meta = checkpoint.load(teacher_path)
     if meta.get("kind") != "generator":
         raise checkpoint.CheckpointError(f"{teacher_path} is not a generation checkpoint (kind {meta.get('kind')!r})")
     cfg = model_config_from_dict(config)
-    vae, teacher = VideoVAE(cfg.vae), DiT(cfg.dit)
-    vae.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "vae").items()})
+    teacher = DiT(cfg.dit)
     teacher.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "dit").items()})
     teacher.eval().requires_grad_(False)
     text = TextEncoder(cfg.text)
@@ -184,16 +178,10 @@ def train_student(teacher_path: str | Path, out: str | Path, sc: StudentConfig) 
     sampling = {"scheduler": "euler", "steps": sc.student_steps, "guidance": 1.0}
     name = f"{meta.get('name', Path(teacher_path).stem)}-student{sc.student_steps}"
     path = out / "student.safetensors"
-    checkpoint.save(
-        path,
-        generator_tensors(vae, student),
-        to_dict(cfg),
-        kind="generator",
-        name=name,
-        sampling=json.dumps(sampling),
-        recipe=json.dumps(asdict(sc)),
-        teacher=str(teacher_path),
-    )
+    shared_vae = {k: v for k, v in tensors.items() if not k.startswith("dit.")}  # the teacher's, unchanged
+    student_dit = {f"dit.{k}": v.to(torch.bfloat16) for k, v in student.state_dict().items()}
+    extra = {"sampling": json.dumps(sampling), "recipe": json.dumps(asdict(sc)), "teacher": str(teacher_path)}
+    checkpoint.save(path, {**shared_vae, **student_dit}, config, **{**meta, "name": name, **extra})
     k = max(1, len(losses) // 10)
     summary = {
         "checkpoint": str(path),
