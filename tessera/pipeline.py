@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import uuid
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from tessera.errors import InputError
 from tessera.geometry import Geometry
 from tessera.models.autoencoder import video_vae_from_checkpoint
 from tessera.models.dit import DiT
+from tessera.models.quant import quantize_int8
 from tessera.models.text import PromptEncoder, TextEmbedding, TextEncoder
 from tessera.models.tiling import TilingConfig, tiled_decode
 from tessera.models.vae import VideoVAE
@@ -43,6 +45,7 @@ TILED_DECODE_ABOVE_PX = 512 * 512 * 33  # output pixels × frames per video; abo
 OUTPUT_TYPES = ("np", "pt", "mp4", "latent")
 MAX_PROMPT_CHARS = 4000
 MAX_GUIDANCE = 50.0
+DEFAULT_SAMPLING = {"steps": 25, "guidance": 4.0}  # the teacher's: 25 Euler steps, guidance 4
 MAX_SEED = 2**64 - 1
 MAX_FPS = 60
 
@@ -50,6 +53,11 @@ MAX_FPS = 60
 def bundled_checkpoint() -> Path:
     """Path of the small model that ships inside the package."""
     return checkpoint.bundled_path()
+
+
+def bundled_student() -> Path:
+    """Where a few-step student of the bundled model ships, when it does (`tessera generate --fast`)."""
+    return Path(str(resources.files("tessera") / "weights" / "tessera-small-student.safetensors"))
 
 
 def default_device() -> torch.device:
@@ -133,6 +141,7 @@ class TesseraPipeline:
         self.name = name
         self.geometry = Geometry.of(vae, transformer.cfg)
         self.reuse_text = True  # cross-attention text keys/values computed once per generation
+        self.sampling = dict(DEFAULT_SAMPLING)  # steps and guidance when a call does not say
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -167,7 +176,11 @@ class TesseraPipeline:
             )
         text_encoder = text_encoder or TextEncoder(cfg.text)
         name = meta.get("name", path.stem)
-        return cls(dit, vae, text_encoder, config=cfg, name=name, device=device, **components)
+        pipe = cls(dit, vae, text_encoder, config=cfg, name=name, device=device, **components)
+        if "sampling" in meta and "scheduler" not in components:  # e.g. a few-step student: Euler, 4 steps, no guidance
+            sampling = json.loads(meta["sampling"])
+            pipe.use_sampling(sampling["scheduler"], sampling["steps"], sampling["guidance"])
+        return pipe
 
     from_checkpoint = from_single_file  # the name earlier releases used
 
@@ -218,14 +231,25 @@ class TesseraPipeline:
         self.reuse_text = enabled
         return self
 
+    def quantize_int8(self) -> TesseraPipeline:
+        """Int8 weights (one scale per output channel) for the DiT's linear layers, from the loaded weights."""
+        quantize_int8(self.transformer)
+        return self
+
+    def use_sampling(self, scheduler: str, steps: int, guidance: float) -> TesseraPipeline:
+        """The solver, step count and guidance used when a call does not name them (a distilled student's own)."""
+        self.scheduler = get_scheduler(scheduler)
+        self.sampling = {"steps": int(steps), "guidance": float(guidance)}
+        return self
+
     # ------------------------------------------------------------------ checking a request
     def check_request(
         self,
         prompt: str | list[str],
         negative_prompt: str | None = None,
         *,
-        num_inference_steps: int = 25,
-        guidance_scale: float = 4.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         width: int | None = None,
         height: int | None = None,
         duration_s: float | None = None,
@@ -234,7 +258,12 @@ class TesseraPipeline:
         output_type: str = "np",
         output_path: str | Path | list[str | Path] | None = None,
     ) -> Request:
-        """Every input checked and resolved, without any compute; raises InputError (or UnsafePromptError)."""
+        """Every input checked and resolved, without any compute; raises InputError (or UnsafePromptError).
+
+        Steps and guidance left as None take the model's sampling defaults (`self.sampling`).
+        """
+        num_inference_steps = self.sampling["steps"] if num_inference_steps is None else num_inference_steps
+        guidance_scale = self.sampling["guidance"] if guidance_scale is None else guidance_scale
         prompts = self._check_prompts(prompt, negative_prompt)
         seeds = _check_seeds(seed, len(prompts))
         steps = _check_int("num_inference_steps", num_inference_steps, 1, 1000)

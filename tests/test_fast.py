@@ -9,11 +9,15 @@ import pytest
 import torch
 
 from tessera import checkpoint
+from tessera.cli import main
+from tessera.cli.generate import FAST_STEPS
 from tessera.config import DiTConfig, model_config_from_dict
+from tessera.export import probe
 from tessera.models.dit import DiT
 from tessera.models.quant import Int8Linear, quantize_int8, weight_bytes
 from tessera.models.text import TextEmbedding
-from tessera.pipeline import guided_velocity
+from tessera.pipeline import TesseraPipeline, guided_velocity
+from tessera.safety.watermarker import Ledger
 from tessera.schedulers import get_scheduler
 
 
@@ -143,3 +147,29 @@ def test_student_recipe_rejects_bad_input(tmp_path):
         text=True,
     )
     assert run.returncode == 2 and "--student-steps 20" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_student_checkpoint_brings_its_own_sampling(tiny_checkpoint, tmp_path):
+    tensors, config, meta = checkpoint.load(tiny_checkpoint)
+    sampling = {"scheduler": "euler", "steps": 3, "guidance": 1.0}
+    path = tmp_path / "student.safetensors"
+    checkpoint.save(path, tensors, config, **{**meta, "sampling": json.dumps(sampling)})
+    calls = []
+    pipe = TesseraPipeline.from_single_file(path, ledger=Ledger(str(tmp_path / "ledger.jsonl")))
+    pipe(
+        "a red circle", width=128, height=128, duration_s=1, output_type="latent", callback=lambda i, n: calls.append(n)
+    )
+    assert calls == [3, 3, 3] and pipe.sampling == {"steps": 3, "guidance": 1.0}
+    assert pipe.check_request("a red circle", num_inference_steps=7).steps == 7  # a call still overrides
+    teacher = TesseraPipeline.from_single_file(tiny_checkpoint, ledger=Ledger(str(tmp_path / "ledger.jsonl")))
+    assert teacher.check_request("a red circle").steps == 25 and teacher.check_request("x").guidance == 4.0
+
+
+def test_cli_generate_int8_and_fast(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path / "home"))
+    out = tmp_path / "v.mp4"
+    args = ["generate", "a red circle", "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--int8", "--fast"]
+    assert main([*args, "--width", "128", "--height", "128", "--duration-s", "1"]) == 0
+    captured = capsys.readouterr()
+    assert f"{FAST_STEPS} steps" in captured.err  # no student for this checkpoint: the solver at fewer steps
+    assert probe(out)["frames"] == 9
