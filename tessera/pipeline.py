@@ -57,7 +57,7 @@ def bundled_checkpoint() -> Path:
 
 def bundled_student() -> Path:
     """Where a few-step student of the bundled model ships, when it does (`tessera generate --fast`)."""
-    return Path(str(resources.files("tessera") / "weights" / "tessera-small-student.safetensors"))
+    return checkpoint.bundled_path().with_name("tessera-small-student.safetensors")
 
 
 def default_device() -> torch.device:

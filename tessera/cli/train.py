@@ -45,9 +45,8 @@ def cmd_student(args: argparse.Namespace) -> int:
     """Distil a generation checkpoint into a few-step student without guidance (tessera/distill.py)."""
     import json
 
-    from tessera.checkpoint import CheckpointError
+    from tessera.checkpoint import CheckpointError, bundled_path
     from tessera.distill import StudentConfig, train_student
-    from tessera.pipeline import bundled_checkpoint
     from tessera.schedulers import SCHEDULERS
 
     if args.teacher_scheduler not in SCHEDULERS:
@@ -73,7 +72,7 @@ def cmd_student(args: argparse.Namespace) -> int:
         duration_s=args.duration_s, seed=args.seed,
     )  # fmt: skip
     try:
-        summary = train_student(args.teacher or bundled_checkpoint(), args.out, sc)
+        summary = train_student(args.teacher or bundled_path(), args.out, sc)
     except CheckpointError as e:
         raise UsageError(str(e)) from e
     print(json.dumps(summary))
