@@ -28,8 +28,7 @@ import torch
 
 from tessera import checkpoint
 from tessera.config import ModelConfig, model_config_from_dict
-from tessera.data.captions import simple_prompt
-from tessera.data.world import BACKGROUNDS, all_combos, held_out_combos
+from tessera.data.world import BACKGROUNDS, all_combos, held_out_combos, simple_prompt
 from tessera.diffusion.flow import flow_loss, shift_for
 from tessera.models.dit import DiT
 from tessera.models.text import TextEncoder
