@@ -19,6 +19,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     scratch = tempfile.TemporaryDirectory()  # judged videos are marked like any other, but not kept in the ledger
     pipe = TesseraPipeline.from_single_file(args.checkpoint, ledger=Ledger(f"{scratch.name}/ledger.jsonl"))
+    if args.int8:
+        pipe.quantize_int8()
     cases = eval_cases(args.prompts, seed=args.seed)
     settings = dict(
         num_inference_steps=args.steps, guidance_scale=args.guidance, width=args.width, height=args.height,
@@ -35,6 +37,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result["size"] = f"{args.width or pipe.config.width_px}x{args.height or pipe.config.height_px}"
     result["duration_s"] = args.duration_s or pipe.config.duration_s
     result["scheduler"] = args.scheduler or pipe.scheduler.name
+    result["steps"] = args.steps or pipe.sampling["steps"]
+    result["int8"] = args.int8
     print(json.dumps(result, indent=2))
     if args.json:
         rows = [
@@ -50,12 +54,13 @@ def add_parser(sub) -> None:
     e.add_argument("--checkpoint", default=None)
     e.add_argument("--prompts", type=int, default=120)
     e.add_argument("--seed", type=int, default=1234)
-    e.add_argument("--steps", type=int, default=25)
-    e.add_argument("--guidance", type=float, default=4.0)
+    e.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 25)")
+    e.add_argument("--guidance", type=float, default=None, help="guidance (default: the model's, 4)")
     e.add_argument("--width", type=int, default=None)
     e.add_argument("--height", type=int, default=None)
     e.add_argument("--duration-s", type=float, default=None)
     e.add_argument("--batch", type=int, default=8)
     e.add_argument("--scheduler", default=None, help="solver (default: the model's, euler)")
+    e.add_argument("--int8", action="store_true", help="int8 weights for the DiT's linear layers")
     e.add_argument("--json", default=None, help="also write per-prompt results here")
     e.set_defaults(func=cmd_eval)
