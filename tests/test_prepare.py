@@ -384,6 +384,10 @@ def test_bad_settings_and_sources_exit_2_with_a_fix(tmp_path, capsys):
     assert "try 17" in capsys.readouterr().err
     assert main(["prepare", str(tmp_path), "--out", str(tmp_path / "o"), "--shapes", "250x256"]) == 2
     assert "try 256" in capsys.readouterr().err
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "ray", None)  # Ray not installed
+        assert main(["prepare", str(tmp_path), "--out", str(tmp_path / "o"), "--ray"]) == 2
+        assert "pip install 'tessera[ray]'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="raise --min-s"):
         check_config(PrepareConfig(shots=ShotConfig(min_duration_s=1.0, max_duration_s=4.0)))
     assert nearest_shape(1920, 1080, ("256x256", "448x256", "256x448")) == "448x256"

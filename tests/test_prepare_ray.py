@@ -24,8 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def cluster() -> str:
-    """A local Ray instance of 2 CPUs owned by this test process; its address for drivers in other processes."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 << 20)
+    """A local Ray instance of 2 CPUs owned by this test process; its address for drivers in other processes.
+
+    Its workers import Tessera and the test helpers (`fixtures.stages`) from this checkout."""
+    with pytest.MonkeyPatch.context() as mp:  # the workers inherit the environment of ray.init
+        mp.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 << 20
+        )
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -146,3 +152,17 @@ def test_a_killed_driver_resumes_to_the_same_dataset(cluster, crawl, tiny_checkp
 
     assert main([*_args(crawl, out, tiny_checkpoint), "--ray", cluster]) == 0
     assert_same_dataset(local_run, out)
+
+
+def test_an_item_that_kills_every_ray_worker_it_runs_on_is_rejected_as_crashed(cluster, tmp_path):
+    from fixtures.stages import echo_or_die
+
+    from tessera.data.ingest.prepare import Journal
+    from tessera.data.ingest.ray_runner import RayRunner
+
+    keys = [f"clip{i}" for i in range(6)]
+    with RayRunner(cluster, workers=2, progress=False, max_retries=1) as runner:
+        done = runner.run("crash", Journal(tmp_path / "j.jsonl"), [(k, echo_or_die, (k, "clip2")) for k in keys])
+    assert done["clip2"]["reason"] == "crashed", done["clip2"]
+    assert {k: done[k] for k in keys if k != "clip2"} == {k: {"key": k} for k in keys if k != "clip2"}
+    assert Journal(tmp_path / "j.jsonl").done == done

@@ -64,6 +64,7 @@ class RayRunner(Runner):
         gpus_per_encode: float = 1.0,
         max_retries: int = 2,
     ):
+        import_ray()  # before any work: a missing Ray is a usage error
         super().__init__(workers or 0, progress)
         self.address, self.gpus_per_encode, self.max_retries = address, gpus_per_encode, max_retries
         self._owns_ray = False
@@ -126,15 +127,16 @@ class RayRunner(Runner):
 
     @staticmethod
     def _result(ray, ref, key: str) -> dict:
-        """The task's result; `crashed` when it killed every worker it ran on; stops the run when Tessera does
-        not import on a node (every task would fail the same way)."""
+        """The task's result; `crashed` when it killed every worker it ran on; stops the run when a worker cannot
+        load the task (Tessera missing on a machine: every task would fail the same way)."""
         try:
             return ray.get(ref)
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError):
             return dict(CRASHED)
         except ray.exceptions.RayTaskError as e:
-            if isinstance(e.cause, ImportError):
+            if isinstance(e.cause, (ImportError, ray.exceptions.RaySystemError)):  # e.g. the task does not unpickle
                 raise InputError(
-                    f"a Ray worker cannot import Tessera ({e.cause}); pip install 'tessera[ray]' on every node"
+                    f"a Ray worker cannot run the {key!r} task ({' '.join(str(e.cause).split())[:200]}); "
+                    "install Tessera with the same version on every machine of the cluster"
                 ) from e
             return {"reason": "error", "detail": f"{type(e.cause).__name__}: {' '.join(str(e.cause).split())[:200]}"}
