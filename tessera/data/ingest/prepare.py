@@ -353,7 +353,7 @@ def prepare(
     `src` is a local folder, glob, list file or video, or an fsspec URL of one (`s3://bucket/videos/`).
     The stages run on `runner` (entered here), by default a process pool of `workers`."""
     check_config(cfg)
-    out = Path(out)
+    out = Path(out).absolute()  # stage functions get paths in it; a Ray worker's working folder is not ours
     sources = source_names(src)
     work = _open_dataset(out, cfg)
     with runner or Runner(workers, progress) as runner:
