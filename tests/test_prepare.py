@@ -384,8 +384,63 @@ def test_bad_settings_and_sources_exit_2_with_a_fix(tmp_path, capsys):
     assert "try 17" in capsys.readouterr().err
     assert main(["prepare", str(tmp_path), "--out", str(tmp_path / "o"), "--shapes", "250x256"]) == 2
     assert "try 256" in capsys.readouterr().err
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "ray", None)  # Ray not installed
+        assert main(["prepare", str(tmp_path), "--out", str(tmp_path / "o"), "--ray"]) == 2
+        assert "pip install 'tessera[ray]'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="raise --min-s"):
         check_config(PrepareConfig(shots=ShotConfig(min_duration_s=1.0, max_duration_s=4.0)))
     assert nearest_shape(1920, 1080, ("256x256", "448x256", "256x448")) == "448x256"
     assert nearest_shape(720, 1280, ("256x256", "448x256", "256x448")) == "256x448"
     assert nearest_shape(500, 480, ("256x256", "448x256", "256x448")) == "256x256"
+
+
+# ----------------------------------------------------------------------------- fsspec URLs
+
+
+def test_a_crawl_behind_an_fsspec_url_gives_the_local_dataset(small_crawl, tiny_checkpoint, prepared, tmp_path):
+    import fsspec
+
+    from tessera.data.ingest.remote import cache_dir
+    from tessera.data.ingest.sources import source_names, title_of
+
+    fs = fsspec.filesystem("memory")
+    for p in sorted(small_crawl.glob("*.mp4")):
+        fs.pipe_file(f"/prep-test/crawl/{p.name}", p.read_bytes())
+    fs.pipe_file(
+        "/prep-test/list.txt", b"# relative and absolute lines\ncrawl/0000_a.mp4\n/prep-test/crawl/missing.mp4\n"
+    )
+    os.environ["TESSERA_CACHE"] = str(tmp_path / "cache")
+    try:
+        out = tmp_path / "ds"
+        args = _prepare_args("memory://prep-test/crawl", out, tiny_checkpoint)
+        assert main(["prepare", *args, "--clips-per-shard", "2", "--quiet"]) == 0
+        local = str(small_crawl.resolve())
+        text = (out / "manifest.jsonl").read_text()
+        assert text.count("memory:///prep-test/crawl/") > 8 and local not in text
+        # the same records but for the caption wording, which is seeded by the clip id (here a URL)
+        same = [
+            {k: v for k, v in r.items() if k not in ("caption", "texts")}
+            for r in read_manifest(prepared / "manifest.jsonl")
+        ]
+        text = text.replace("memory:///prep-test/crawl", local)
+        assert [
+            {k: v for k, v in json.loads(x).items() if k not in ("caption", "texts")} for x in text.splitlines()
+        ] == same
+        for p in sorted((prepared / "latents").glob("*.safetensors")):
+            assert torch.equal(
+                checkpoint.load(p)[0]["latents"], checkpoint.load(out / "latents" / p.name)[0]["latents"]
+            )
+        assert len(list(cache_dir().iterdir())) == 8, "each source is fetched once, into its own cache folder"
+
+        assert source_names("memory://prep-test/list.txt") == [
+            "memory:///prep-test/crawl/0000_a.mp4", "memory:///prep-test/crawl/missing.mp4"
+        ]  # fmt: skip
+        assert probe_video("memory:///prep-test/crawl/missing.mp4")["reason"] == "unreadable"
+        fs.pipe_file("/prep-test/side/0001_x.mp4", next(small_crawl.glob("*.mp4")).read_bytes())
+        fs.pipe_file("/prep-test/side/0001_x.txt", b"a title  from the sidecar\n")
+        assert title_of("memory://prep-test/side/0001_x.mp4") == "a title from the sidecar"
+        assert source_names(f"file://{small_crawl}") == [str(p) for p in list_sources(small_crawl)]
+    finally:
+        os.environ.pop("TESSERA_CACHE")
+        fs.rm("/prep-test", recursive=True)

@@ -101,20 +101,22 @@ def clip_pixels(clip: ClipRecord, shape: str, frames: int, fps: float) -> np.nda
     return np.stack([cv2.resize(f, size, interpolation=interp)[y0 : y0 + h, x0 : x0 + w] for f in x])
 
 
-_VAES: dict[str, VideoVAE] = {}
+_VAES: dict[tuple[str, str], VideoVAE] = {}
 
 
-def encode_clip(clip: ClipRecord, frames: int, fps: float, vae_path: str, out_file: str) -> dict:
-    """Stage 5: VAE latents of one clip at `clip.shape`, written to `out_file` as (C, T', H', W') bf16."""
+def encode_clip(clip: ClipRecord, frames: int, fps: float, vae_path: str, out_file: str, device: str = "cpu") -> dict:
+    """Stage 5: VAE latents of one clip at `clip.shape`, written to `out_file` as (C, T', H', W') bf16.
+
+    `device` is where the VAE runs ("cpu", or "cuda" in a task that was given a GPU)."""
     import torch
 
     from tessera.data.pixels import frames_to_tensor
 
-    if vae_path not in _VAES:  # one VAE per worker process
-        _VAES[vae_path] = load_video_vae(vae_path)
-    x = frames_to_tensor(clip_pixels(clip, clip.shape, frames, fps))[None]  # (1, 3, T, H, W)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        z = _VAES[vae_path].encode(x).to(torch.bfloat16)[0]  # (C, T', H', W')
+    if (vae_path, device) not in _VAES:  # one VAE per worker process and device
+        _VAES[vae_path, device] = load_video_vae(vae_path).to(device)
+    x = frames_to_tensor(clip_pixels(clip, clip.shape, frames, fps))[None].to(device)  # (1, 3, T, H, W)
+    with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+        z = _VAES[vae_path, device].encode(x).to(torch.bfloat16)[0].cpu()  # (C, T', H', W')
     checkpoint.save(out_file, {"latent": z}, {"id": clip.id, "shape": clip.shape})
     return {"file": Path(out_file).name}
 

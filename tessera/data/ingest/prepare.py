@@ -47,7 +47,7 @@ from tessera.data.ingest.probe import probe_video
 from tessera.data.ingest.recaption import caption_clip
 from tessera.data.ingest.record import ClipRecord
 from tessera.data.ingest.shots import ShotConfig, split_source
-from tessera.data.ingest.sources import list_sources
+from tessera.data.ingest.sources import source_names
 from tessera.data.shards import shard_name, write_shard
 from tessera.errors import InputError
 from tessera.geometry import Geometry
@@ -199,6 +199,9 @@ def _guard(fn: Callable[..., dict], *args) -> dict:
         return {"reason": "error", "detail": f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"}
 
 
+CRASHED = {"reason": "crashed", "detail": "it killed the worker process working on it (a decoder crash)"}
+
+
 def _init_worker() -> None:
     import cv2
 
@@ -207,7 +210,14 @@ def _init_worker() -> None:
 
 
 class Runner:
-    """Runs a stage function over items, in this process or a process pool, journalling each result."""
+    """Runs a stage function over items, in this process or a process pool, journalling each result.
+
+    The executor is the only part a subclass changes (`tessera.data.ingest.ray_runner.RayRunner`
+    runs the items as Ray tasks): `run` keeps the journal, progress bar and timings in the
+    driver, so every executor resumes from the same journals and writes the same files.
+    """
+
+    encode_device = "cpu"  # where encode_clip runs its VAE; a runner with GPUs sets "cuda"
 
     def __init__(self, workers: int, progress: bool):
         self.workers, self.progress = workers, progress
@@ -229,8 +239,12 @@ class Runner:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
 
-    def run(self, desc: str, journal: Journal, items: list[tuple[str, Callable, tuple]]) -> dict[str, dict]:
-        """Results by key of `items` (key, stage function, arguments); those in the journal are not run again."""
+    def run(
+        self, desc: str, journal: Journal, items: list[tuple[str, Callable, tuple]], gpu: bool = False
+    ) -> dict[str, dict]:
+        """Results by key of `items` (key, stage function, arguments); those in the journal are not run again.
+
+        `gpu` marks a stage that uses `encode_device`: a runner with GPUs gives its tasks one."""
         from tqdm import tqdm
 
         t0 = time.perf_counter()
@@ -245,14 +259,20 @@ class Runner:
             journal.add(key, result)
             bar.update(1)
 
+        self._execute(desc, todo, finish, gpu)
+        bar.close()
+        self.timings[desc] = {"items": len(todo), "seconds": round(time.perf_counter() - t0, 3)}
+        return done
+
+    def _execute(
+        self, desc: str, todo: list[tuple[str, Callable, tuple]], finish: Callable[[str, dict], None], gpu: bool
+    ) -> None:
+        """Run every item of `todo` (of stage `desc`) and call `finish(key, result)` for each as it completes."""
         if self.pool is None:
             for key, fn, args in todo:
                 finish(key, _guard(fn, *args))
         else:
             self._run_pool(todo, finish)
-        bar.close()
-        self.timings[desc] = {"items": len(todo), "seconds": round(time.perf_counter() - t0, 3)}
-        return done
 
     def _run_pool(self, todo: list[tuple[str, Callable, tuple]], finish: Callable[[str, dict], None]) -> None:
         """Run `todo` on the pool. A worker killed by an item (a decoder crash) breaks the pool and every item
@@ -277,9 +297,7 @@ class Runner:
             try:
                 finish(key, self.pool.submit(_guard, fn, *args).result())
             except BrokenProcessPool:
-                finish(
-                    key, {"reason": "crashed", "detail": "it killed the worker process working on it (a decoder crash)"}
-                )
+                finish(key, dict(CRASHED))
                 self._new_pool()
                 return todo[n + 1 :]
         return todo[limit:]
@@ -322,13 +340,23 @@ def _open_dataset(out: Path, cfg: PrepareConfig) -> Path:
     return work
 
 
-def prepare(src: str | Path, out: str | Path, cfg: PrepareConfig, workers: int = 1, progress: bool = True) -> dict:
-    """Run every stage over the videos named by `src` into the dataset folder `out`; returns the summary."""
+def prepare(
+    src: str | Path,
+    out: str | Path,
+    cfg: PrepareConfig,
+    workers: int = 1,
+    progress: bool = True,
+    runner: Runner | None = None,
+) -> dict:
+    """Run every stage over the videos named by `src` into the dataset folder `out`; returns the summary.
+
+    `src` is a local folder, glob, list file or video, or an fsspec URL of one (`s3://bucket/videos/`).
+    The stages run on `runner` (entered here), by default a process pool of `workers`."""
     check_config(cfg)
-    out = Path(out)
-    sources = [str(p) for p in list_sources(src)]
+    out = Path(out).absolute()  # stage functions get paths in it; a Ray worker's working folder is not ours
+    sources = source_names(src)
     work = _open_dataset(out, cfg)
-    with Runner(workers, progress) as runner:
+    with runner or Runner(workers, progress) as runner:
         records = _probe_and_split(runner, work, sources, cfg)  # 1, 2
         _filter(runner, work, records, cfg)  # 3
         kept = _caption(runner, work, records, cfg)  # 4
@@ -385,10 +413,11 @@ def _encode(runner: Runner, out: Path, cfg: PrepareConfig, kept: list[ClipRecord
     lat_dir.mkdir(exist_ok=True)
     for r in kept:
         r.shape = nearest_shape(r.probe.width_px, r.probe.height_px, cfg.shapes)
+    dev = runner.encode_device
     items = [
-        (r.id, encode_clip, (r, cfg.frames, cfg.fps, str(vae_path), str(clip_dir / clip_file(r.id)))) for r in kept
+        (r.id, encode_clip, (r, cfg.frames, cfg.fps, str(vae_path), str(clip_dir / clip_file(r.id)), dev)) for r in kept
     ]
-    encoded = runner.run("encode", Journal(out / "work" / "encode.jsonl"), items)
+    encoded = runner.run("encode", Journal(out / "work" / "encode.jsonl"), items, gpu=True)
     for r in kept:
         if "reason" in encoded[r.id]:
             r.reject(encoded[r.id])

@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from tessera.data.ingest.remote import is_url, local_copy, local_path
 from tessera.data.ingest.sources import link_loops
 
 
@@ -20,8 +21,14 @@ def probe_video(path: str | Path) -> dict:
     """Duration, frame rate, size, codec and bit rate of a video, or {"reason", "detail"} when it cannot be used.
 
     Besides reading the header, the first frame and a frame near the end are decoded, so a
-    file cut short by a failed download is found here and not in a later stage.
+    file cut short by a failed download is found here and not in a later stage. A URL is
+    fetched to the local cache first (`remote.py`).
     """
+    if is_url(path):
+        try:
+            path = local_copy(str(path))
+        except Exception as e:  # noqa: BLE001 - whatever the filesystem raises, the file cannot be used
+            return reject("unreadable", f"cannot fetch the file ({type(e).__name__}: {short_error(e)})")
     path = Path(path)
     not_file = _not_a_file(path)
     if not_file:
@@ -116,7 +123,7 @@ def read_frames(path: str | Path, times_s: list[float] | np.ndarray, fmt: str = 
     if not times:
         raise ValueError("no frame times given")
     out: list[np.ndarray] = []
-    with av.open(str(path)) as c:
+    with av.open(str(local_path(path))) as c:
         s = c.streams.video[0]
         rate = float(s.average_rate or s.guessed_rate or 25)
         half = 0.5 / rate

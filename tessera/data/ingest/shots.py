@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tessera.data.ingest.probe import reject, short_error
+from tessera.data.ingest.remote import local_path
 
 
 @dataclass
@@ -25,7 +26,9 @@ def detect_shots(path: str | Path, duration_s: float, fps: float, cfg: ShotConfi
 
     logging.getLogger("pyscenedetect").setLevel(logging.WARNING)
     min_len = max(1, round(cfg.min_shot_s * fps))
-    scenes = detect(str(path), ContentDetector(threshold=cfg.threshold, min_scene_len=min_len), backend="pyav")
+    scenes = detect(
+        str(local_path(path)), ContentDetector(threshold=cfg.threshold, min_scene_len=min_len), backend="pyav"
+    )
     shots = [(float(a.seconds), float(b.seconds)) for a, b in scenes]
     return shots or [(0.0, duration_s)]
 

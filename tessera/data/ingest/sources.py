@@ -73,6 +73,19 @@ def list_sources(src: str | Path) -> list[Path]:
     return out
 
 
+def source_names(src: str | Path) -> list[str]:
+    """The sources `src` names, as the stage functions take them: local paths (`list_sources`), or the URLs
+    of an fsspec URL (`remote.list_remote`); a `file://` URL is the local path it names."""
+    src_s = str(src)
+    if src_s.startswith("file://"):
+        return [str(p) for p in list_sources(src_s[len("file://") :])]
+    from tessera.data.ingest.remote import is_url, list_remote
+
+    if is_url(src_s):
+        return list_remote(src_s)
+    return [str(p) for p in list_sources(src)]
+
+
 def _absolute(path: Path) -> Path:
     """A regular file resolved (links and `..` followed); anything else made absolute as it is named."""
     if path.is_file():
@@ -112,7 +125,9 @@ def _walk(root: Path) -> list[Path]:
 
 def title_of(path: str | Path) -> str:
     """The title a person gave a video: a sidecar `NAME.txt`, else the container title, else file-name words."""
-    path = Path(path)
+    from tessera.data.ingest.remote import local_path
+
+    path = Path(local_path(path))
     try:
         side = path.with_suffix(".txt")
         text = " ".join(side.read_text(errors="replace").split()) if side.is_file() else ""
