@@ -323,3 +323,33 @@ def test_verify_exit_codes_for_bad_input_and_internal_errors(home, tmp_path, cap
     monkeypatch.setattr(wm, "detect", broken)
     assert main(["verify", str(path)]) == 4
     assert "please report" in capsys.readouterr().err
+
+
+# -- output check ---------------------------------------------------------------------------------
+
+
+def test_output_check_uses_a_local_classifier_and_refuses_above_threshold(tmp_path):
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    from tessera.errors import UnsafePromptError
+    from tessera.safety.output_check import OutputCheck, OutputCheckConfig
+
+    labels = {0: "safe", 1: "nsfw"}
+    cfg = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32)
+    cfg.patch_size, cfg.id2label, cfg.label2id = 16, labels, {v: k for k, v in labels.items()}
+    torch.manual_seed(0)
+    ViTForImageClassification(cfg).save_pretrained(tmp_path / "vit")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
+    frames = scene(1, t=4)
+    assert OutputCheck(OutputCheckConfig()).check(frames) == {
+        "checked": False,
+        "value": None,
+        "threshold": None,
+        "pass": True,
+    }
+    loose = OutputCheck(OutputCheckConfig(model=str(tmp_path / "vit"), max_unsafe=1.0)).check(frames)
+    assert loose["checked"] and 0.0 < loose["value"] < 1.0
+    with pytest.raises(UnsafePromptError) as refused:
+        OutputCheck(OutputCheckConfig(model=str(tmp_path / "vit"), max_unsafe=loose["value"] / 2)).check(frames)
+    assert refused.value.category == "unsafe-output" and refused.value.exit_code == 3

@@ -1,7 +1,7 @@
 """Invisible video watermark: a keyed, tiled spread-spectrum pattern in luma.
 
-Frames are uint8 arrays (T, H, W, 3). `embed` hides 8 payload bytes; `extract` returns them,
-or None, with a confidence. Pure numpy/scipy, no BLAS-heavy steps: ~0.1 s to embed and ~0.3 s
+Frames are uint8 arrays (T, H, W, 3). `embed` hides 8 payload bytes under a key; `detect` /
+`extract` return them, or None, with a confidence and the key that read them. Pure numpy/scipy, no BLAS-heavy steps: ~0.1 s to embed and ~0.3 s
 to extract a 17-frame 256×256 clip on a busy 2-core CPU.
 
 Pattern
@@ -11,7 +11,9 @@ k = (kx, ky) cycles per tile with 6 ≤ |k| ≤ 24 (`BAND_CYCLES`: periods of 5�
 H.264 keeps and which stay below Nyquist down to a 0.5× resize) gets a key-derived random
 phase; that is 842 bins in one half-plane. `SYNC_BINS` of them have a fixed sign (the sync pattern); the
 rest are dealt out among the `CODED_BITS` coded bits, each bit flipping the sign of its ~3
-bins. The tile repeats over the frame in pixel coordinates, is scaled by a perceptual amplitude
+bins. The sync bins and their phases are public (derived from `keys.LEGACY_KEY`), so every mark is
+found by the same search; which data bin carries which bit, and its phase, derive from the
+installation's secret key (`layout(key)`). The tile repeats over the frame in pixel coordinates, is scaled by a perceptual amplitude
 (`FLAT_LEVELS` on flat areas, growing with the square root of local detail, zero where a pixel
 would clip; overall RMS at most `strength`) and is added equally to R, G and B, which changes
 luma only. Every frame carries the same pattern, so H.264's skip and inter prediction keep it
@@ -20,9 +22,12 @@ in static areas instead of having to re-code it.
 Payload
 -------
 64 bits (`make_payload`: 2 bytes of hash of the model id, 6 bytes of hash of the generation id)
-+ a 24-bit CRC (polynomial 0x864CFB, key-derived XOR-out), terminated by 6 zeros and
++ a 24-bit check, terminated by 6 zeros and
 coded with the rate-1/2, K=7 convolutional code (0o171, 0o133): 188 coded bits, decoded by
-soft-decision Viterbi, which corrects ~15 % raw bit errors.
+soft-decision Viterbi, which corrects ~15 % raw bit errors. The check is an HMAC-SHA256 tag under
+the secret key (`_check`), so a payload cannot be forged or read without the key; files marked
+before installation keys carry a CRC (polynomial 0x864CFB) under the public legacy key, and still
+read, as legacy.
 
 Extraction
 ----------
@@ -37,17 +42,22 @@ and ½-px shift grid. Then frames are weighted by how much sync each shows at th
 H.264 most of the pattern lives in the intra frame) and the weighted mean is searched again.
 The data bins at the best place give soft bits for the Viterbi decoder.
 
+When the sync is not found, the search is repeated on the horizontally flipped pattern (the same
+spectrum, read at -kx), so a mirrored copy still reads.
+
 A payload is returned only when both the sync score (a z-score: phase-only bins make it
-N(0, 1) per hypothesis without a watermark) reaches `Z_DETECT`, and the decoded bits pass the
-CRC (a wrong read survives with probability 2^-24). The best sync score of unmarked clips, over
+N(0, 1) per hypothesis without a watermark) reaches `Z_DETECT`, and the decoded bits pass one
+given key's check (a wrong read survives with probability 2^-24). A found sync whose bits pass
+no key's check is another installation's mark (or one damaged past reading). The best sync score of unmarked clips, over
 all ~2·10^6 scale × shift hypotheses, was at most 6.4 on 292 clips.
 
 Robust to H.264 (crf 28, yuv420p), uniform resizes within the searched 0.5×–2×, crops (a
-100×100 px cut from a 256×256 clip still reads) and combinations of them. Not robust to
-rotation, flips or aspect-changing resizes; weakest on smooth or heavily textured content in
-fast motion after strong compression (the pattern then survives mostly in the intra frame).
-The key is in the source: this marks provenance against casual re-encoding, not against an
-adversary who has the code.
+100×100 px cut from a 256×256 clip still reads), horizontal flips and combinations of them
+(figures: benchmarks/safety.py). Not robust to rotation or aspect-changing resizes, nor to
+H.264 at CRF 35; weakest on smooth or heavily textured content in fast motion after strong
+compression (the pattern then survives mostly in the intra frame). The sync pattern is public:
+anyone with the code can find that a clip is marked and try to scrub it, but not read or forge
+the payload.
 """
 
 from __future__ import annotations
