@@ -252,6 +252,17 @@ def test_verify_small_black_png_and_plain_clips_find_nothing(home, tmp_path, cap
         assert code == 1 and not out["ledger"]["found"] and not out["mark"]["present"], name
 
 
+def test_a_fallback_match_says_it_is_a_fallback_and_how_far(home, tmp_path, capsys):
+    """A clip whose mark was scrubbed (here: never added) is traced by hash, flagged as such, with its distance."""
+    prov = Provenance()
+    clean = scene(9)
+    prov.ledger.append(_record(9, prov.key, prov.watermarker.mark(clean, "tessera-small", "gen-9")))
+    code, out = verify(write_mp4(clean, tmp_path / "scrubbed.mp4", fps=8, crf=28), capsys)
+    assert code == 0 and not out["mark"]["present"]
+    assert out["ledger"]["by"] == "fingerprint" and out["ledger"]["fallback"] is True
+    assert 0.0 <= out["ledger"]["distance"] <= fp.MATCH_DISTANCE and "fallback" in out["verdict"]
+
+
 # -- manifest, foreign keys, stripping, tampering, exit codes -------------------------------------
 
 
