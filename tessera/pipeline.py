@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import hashlib
 import json
 import math
 import uuid
@@ -142,6 +144,16 @@ class TesseraPipeline:
         self.geometry = Geometry.of(vae, transformer.cfg)
         self.reuse_text = True  # cross-attention text keys/values computed once per generation
         self.sampling = dict(DEFAULT_SAMPLING)  # steps and guidance when a call does not say
+
+    @functools.cached_property
+    def model_hash(self) -> str:
+        """SHA-256 over the DiT's and the VAE's weights (names, shapes, bytes): the model the ledger and manifest name."""
+        digest = hashlib.sha256()
+        for prefix, module in (("dit", self.transformer), ("vae", self.vae)):
+            for k, v in module.state_dict().items():
+                digest.update(f"{prefix}.{k}{tuple(v.shape)}".encode())
+                digest.update(v.detach().float().cpu().numpy().tobytes())
+        return digest.hexdigest()
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -404,7 +416,7 @@ class TesseraPipeline:
             path = write_mp4(frames, path, req.fps, metadata=meta)
         record = self.ledger.record(
             frames, generation_id=generation_id, model_id=self.name, prompt=req.prompts[i], seed=req.seeds[i],
-            steps=req.steps, guidance=req.guidance, fps=req.fps,
+            steps=req.steps, guidance=req.guidance, fps=req.fps, path=path, model_hash=self.model_hash,
         )  # fmt: skip
         return frames, generation_id, dataclasses.asdict(record), path
 

@@ -27,12 +27,13 @@ def apply_fast(args: argparse.Namespace) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     from tessera.pipeline import TesseraPipeline
     from tessera.safety.prompt_filter import PromptFilter
+    from tessera.safety.watermarker import Ledger
 
     PromptFilter.default().enforce(args.prompt)  # refuses before any compute: UnsafePromptError, exit code 3
     t0 = time.time()
     if args.fast:
         apply_fast(args)
-    pipe = TesseraPipeline.from_single_file(args.checkpoint)
+    pipe = TesseraPipeline.from_single_file(args.checkpoint, ledger=Ledger(store_prompt=args.store_prompt))
     if args.int8:
         pipe.quantize_int8()
     kwargs = dict(
@@ -68,6 +69,7 @@ def add_parser(sub) -> None:
     g.add_argument(
         "--negative-prompt", default=None, help="what the video should not show (replaces the empty prompt of guidance)"
     )
+    g.add_argument("--store-prompt", action="store_true", help="keep the prompt in the ledger (default: its hash only)")
     g.add_argument("--scheduler", default=None, help="solver: euler (default) or another registered scheduler")
     g.add_argument("--int8", action="store_true", help="int8 weights for the DiT's linear layers (less memory)")
     g.add_argument(
