@@ -163,8 +163,8 @@ def layout(key: bytes = LEGACY_KEY) -> Layout:
 def make_payload(model_id: str, generation_id: str) -> bytes:
     """8 bytes: blake2b(model_id)[:2] + blake2b(generation_id)[:6].
 
-    The model part lets a detector say which model made a clip without a registry; the
-    generation part (2^48 values) keys the clip's `GenerationRecord` in the fingerprint registry.
+    The model part lets a detector say which model made a clip without a ledger; the
+    generation part (2^48 values) keys the clip's record in the ledger (`Ledger.find_payload`).
     """
     model = hashlib.blake2b(model_id.encode(), digest_size=2).digest()
     generation = hashlib.blake2b(generation_id.encode(), digest_size=6).digest()
