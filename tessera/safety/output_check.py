@@ -1,6 +1,6 @@
 """Optional check of the generated frames before they are written: a local image classifier.
 
-The same local-model interface as `tessera prepare --unsafe-model` (`data.filters.UnsafeClassifier`):
+The same local-model interface as `tessera prepare --unsafe-model` (`data.ingest.filters.UnsafeClassifier`):
 a `transformers` image-classification folder saved with `save_pretrained`, its unsafe label names,
 and a threshold on the summed probability of those labels over the first, middle and last frame.
 No classifier ships with Tessera; none is downloaded. NudeNet was considered as a default and not
@@ -34,7 +34,7 @@ class OutputCheck:
         self.cfg = cfg
         self._classifier = None
         if cfg.model:
-            from tessera.data.filters import UnsafeClassifier
+            from tessera.data.ingest.filters import UnsafeClassifier
 
             self._classifier = UnsafeClassifier(cfg.model, cfg.unsafe_labels)
 
