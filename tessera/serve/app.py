@@ -16,9 +16,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, Response, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, Response, Security, UploadFile
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 JOB_ID = r"^[0-9a-f]{32}$"
 EDIT_TASKS = ("extend", "interpolate", "image_to_video", "restyle", "inpaint")
+BEARER = HTTPBearer(auto_error=False, description="Authorization: Bearer tsk_... (tessera keys add NAME)")
+X_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="the same key in its own header")
 VERIFY_FRAMES = 64  # verification reads at most this many frames of an upload
 
 
@@ -112,8 +115,8 @@ def job_view(store: JobStore, row: dict) -> Job:
 class Validator:
     """The pipeline the HTTP process holds for `check_request` only (loaded once, never run)."""
 
-    def __init__(self, cfg: ServeConfig):
-        self.cfg, self._pipe = cfg, None
+    def __init__(self, cfg: ServeConfig, pipe=None):
+        self.cfg, self._pipe = cfg, pipe
 
     def check(self, params: dict) -> dict:
         from tessera.serve.worker import check_request, load_pipeline
@@ -129,11 +132,14 @@ class Validator:
 # -- the app -------------------------------------------------------------------------------------------
 
 
-def create_app(cfg: ServeConfig, supervise: bool = True) -> FastAPI:
-    """The API, page and (with `supervise`) the worker processes, for one data folder."""
+def create_app(cfg: ServeConfig, supervise: bool = True, pipe=None) -> FastAPI:
+    """The API, page and (with `supervise`) the worker processes, for one data folder.
+
+    `pipe`: the pipeline to validate requests with (default: loaded from `cfg.checkpoint` at start-up).
+    """
     cfg.make_dirs()
     store = JobStore(cfg.db_path)
-    validator, limiter, http_counts = Validator(cfg), RateLimiter(), Counter()
+    validator, limiter, http_counts = Validator(cfg, pipe), RateLimiter(), Counter()
     supervisor = None
 
     @asynccontextmanager
@@ -167,14 +173,16 @@ def create_app(cfg: ServeConfig, supervise: bool = True) -> FastAPI:
     _error_handlers(app)
 
     def api_key(
-        authorization: Annotated[str | None, Header()] = None, x_api_key: Annotated[str | None, Header()] = None
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+        x_api_key: Annotated[str | None, Security(X_API_KEY)],
     ) -> dict:
-        secret = x_api_key or (authorization or "").removeprefix("Bearer ").strip()
+        secret = x_api_key or (bearer.credentials if bearer else "")
         key = keys.lookup(store, secret) if secret else None
         if key is None:
             raise HTTPException(
                 401,
                 "a valid API key is needed: send 'Authorization: Bearer tsk_...' (create one with `tessera keys add NAME`)",
+                {"WWW-Authenticate": "Bearer"},
             )
         return key
 

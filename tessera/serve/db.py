@@ -188,8 +188,9 @@ class JobStore:
         """Queue again running jobs whose lease ran out (or, with `owners_gone`, whose owner starts with
         that prefix); jobs that have used MAX_ATTEMPTS fail instead. Returns how many were touched."""
         now = time.time() if now is None else now
-        where = "state = 'running' AND (lease_until < ?" + (" OR lease_owner LIKE ?)" if owners_gone else ")")
-        args = (now, owners_gone + "%") if owners_gone else (now,)
+        gone = owners_gone is not None
+        where = "state = 'running' AND (lease_until < ?" + (" OR lease_owner LIKE ?)" if gone else ")")
+        args = (now, owners_gone + "%") if gone else (now,)
         with self._tx() as c:
             cancelled = c.execute(
                 f"UPDATE jobs SET state = 'cancelled', finished = ?, lease_owner = NULL WHERE {where} AND cancel = 1",
