@@ -71,3 +71,70 @@ def unexpected_files(tmp: Path) -> list[str]:
     )
     found = [str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()]
     return [f for f in found if not any(re.fullmatch(a, f) for a in allowed)]
+
+
+# -- a real `tessera serve` process ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(data: Path, checkpoint: str | None, port: int, workers: int, env: dict, log: Path):
+    """`tessera serve` as a child process, logging to `log`; returns the Popen once /healthz answers."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "tessera",
+        "serve",
+        "--data",
+        str(data),
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    if checkpoint:
+        cmd += ["--checkpoint", str(checkpoint)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))  # noqa: SIM115
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"tessera serve exited with {proc.returncode}; see {log}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()["workers"] == workers:
+                return proc
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"tessera serve did not answer within 180 s; see {log}")
+
+
+def children(pid: int) -> list[int]:
+    """Linux: the child processes of `pid` (started by any of its threads)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

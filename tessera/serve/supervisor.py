@@ -45,6 +45,10 @@ class Supervisor:
         n = self.store.requeue_expired(owners_gone="")
         if n:
             log.info("queued again %d jobs left running by an earlier run", n)
+        for part in Path(self.cfg.videos_dir).glob(".*.part.mp4"):  # written by a worker that was killed
+            part.unlink(missing_ok=True)
+        for part in Path(self.cfg.uploads_dir).glob(".*.part"):
+            part.unlink(missing_ok=True)
         for slot in range(self.cfg.workers):
             self._spawn(slot)
         self._thread.start()
