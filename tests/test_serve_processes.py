@@ -168,3 +168,16 @@ def progress_values(page) -> list[float]:
             return seen
         time.sleep(0.05)
     raise AssertionError(f"the job did not finish; progress seen: {seen[-5:]}")
+
+
+@pytest.mark.slow
+def test_short_load_run_has_no_5xx_and_loses_no_job(tmp_path, tiny_checkpoint, env):
+    """benchmarks/serve.py on a short, small load: the properties, not the figures."""
+    out = tmp_path / "load.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "serve.py"), "--checkpoint", str(tiny_checkpoint), "--skip-warm"]
+    cmd += ["--load-s", "15", "--pollers", "20", "--submitters", "4", "--out", str(out)]
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, timeout=900)
+    load = json.loads(out.read_text())["load"]
+    assert load["server_errors_5xx"] == 0 and load["lost_jobs"] == 0
+    assert load["accepted_job_states"] == {"done": load["accepted_jobs"]}
+    assert load["status_codes"]["200"] > 100
