@@ -134,6 +134,7 @@ def test_page_in_a_headless_browser_generates_and_plays(tmp_path, tiny_checkpoin
             page.fill("#key", secret)
             page.dispatch_event("#key", "change")
             page.fill("#prompt", "a yellow triangle spinning on a navy background")
+            page.click("details summary")  # the steps field is under "More"
             page.fill("#steps", "25" if checkpoint is None else "120")
             page.click("#generate")
             seen = progress_values(page)
