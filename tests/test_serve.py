@@ -13,6 +13,7 @@ from serve_helpers import SMALL_JOB, make_keys, mp4_bytes, png_bytes, png_header
 
 from tessera.errors import UnsafePromptError  # noqa: E402
 from tessera.export import read_video  # noqa: E402
+from tessera.safety.watermarker import Ledger  # noqa: E402
 from tessera.serve import worker as worker_mod  # noqa: E402
 from tessera.serve.app import create_app  # noqa: E402
 from tessera.serve.db import MAX_ATTEMPTS, JobStore  # noqa: E402
@@ -30,6 +31,7 @@ def pipe(tiny_checkpoint):
 def server(tmp_path, tiny_checkpoint, pipe, monkeypatch):
     """The app without worker processes; `srv.work()` runs one queued job in this process with the real Worker."""
     monkeypatch.setenv("TESSERA_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(pipe, "ledger", Ledger(tmp_path / "home" / "fingerprints.jsonl"))  # the pipe outlives the test
     cfg = ServeConfig(data_dir=tmp_path / "data", checkpoint=str(tiny_checkpoint), workers=0)
     app = create_app(cfg, supervise=False, pipe=pipe)
     with TestClient(app) as client:
@@ -100,12 +102,16 @@ def test_bad_requests_answer_4xx_with_what_to_change(server):
     assert server.store.state_counts() == {}  # nothing was queued
 
 
-def test_refused_prompt_answers_400_with_its_category(server, monkeypatch):
-    def refuse(prompt):
+class RefuseWord:
+    """A prompt filter with one rule, to check how the server answers a refusal (the real filter has its own tests)."""
+
+    def enforce(self, prompt: str) -> None:
         if "forbidden" in prompt:
             raise UnsafePromptError("violence", f"the prompt {prompt!r} asks for violence; describe something else")
 
-    monkeypatch.setattr(worker_mod, "_filter_prompt", refuse)
+
+def test_refused_prompt_answers_400_with_its_category(server, pipe, monkeypatch):
+    monkeypatch.setattr(pipe, "prompt_filter", RefuseWord())
     r = submit(server, prompt="a forbidden scene")
     assert r.status_code == 400 and r.json()["category"] == "violence"
     assert submit(server).status_code == 202

@@ -1,8 +1,8 @@
 """Worker processes: each loads the pipeline once, keeps it warm, and runs queued jobs one at a time.
 
-The pipeline is reached through two functions only, so a change of its API touches one place:
-`check_request` (validation and prompt filter, no compute; the HTTP process calls it before
-accepting a job) and `run_generation` (one job -> one MP4).
+The pipeline is reached through three functions only, so a change of its API touches one place:
+`load_pipeline`, `check_request` (validation and prompt filter, no compute; the HTTP process
+calls it before accepting a job) and `run_generation` (one job -> one marked, recorded MP4).
 
 Run by `tessera serve`; by hand: `python -m tessera.serve.worker --data DIR --owner NAME`.
 """
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import logging
 import os
 import signal
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 from tessera.errors import InputError
@@ -26,7 +26,6 @@ from tessera.serve.db import JobStore
 log = logging.getLogger(__name__)
 
 MAX_STEPS = 200  # a server accepts fewer steps than the library (1000): one job must not hold a worker for hours
-MAX_PROMPT_CHARS = 2000
 
 
 class JobCancelled(Exception):
@@ -34,23 +33,30 @@ class JobCancelled(Exception):
 
 
 def load_pipeline(checkpoint: str | None, device: str | None):
+    """The pipeline with the prompt filter, where this Tessera has one (tessera.safety.prompt_filter)."""
     from tessera.pipeline import TesseraPipeline
 
-    return TesseraPipeline.from_checkpoint(checkpoint, device=device)
+    components = {}
+    try:
+        from tessera.safety.prompt_filter import PromptFilter
+
+        components["prompt_filter"] = PromptFilter.default()
+    except ImportError:
+        log.warning("no prompt filter in this installation (tessera.safety.prompt_filter); prompts are not screened")
+    return TesseraPipeline.from_single_file(checkpoint, device=device, **components)
 
 
-def _request(params: dict):
-    from tessera.pipeline import GenerateRequest
-
-    return GenerateRequest(
-        prompt=params["prompt"],
-        seed=params.get("seed", 0),
-        steps=params.get("steps", 25),
-        guidance=params.get("guidance", 4.0),
-        width_px=params.get("width"),
-        height_px=params.get("height"),
+def _call_kwargs(params: dict) -> dict:
+    """API fields -> the pipeline's keyword arguments."""
+    return dict(
+        negative_prompt=params.get("negative_prompt"),
+        num_inference_steps=params.get("steps", 25),
+        guidance_scale=params.get("guidance", 4.0),
+        width=params.get("width"),
+        height=params.get("height"),
         duration_s=params.get("duration_s"),
         fps=params.get("fps"),
+        seed=params.get("seed", 0),
     )
 
 
@@ -61,55 +67,31 @@ def check_request(pipe, params: dict) -> dict:
     """
     from tessera.schedulers import SCHEDULERS
 
-    prompt = params.get("prompt", "").strip()
-    if not prompt:
-        raise InputError(
-            'the prompt is empty; describe the video, e.g. "a red circle moving left on a black background"'
-        )
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InputError(f"the prompt has {len(prompt)} characters; shorten it to {MAX_PROMPT_CHARS} at most")
     steps = params.get("steps", 25)
     if not 1 <= steps <= MAX_STEPS:
         raise InputError(f"steps {steps} is outside 1–{MAX_STEPS} on this server; 25 is the default")
     scheduler = params.get("scheduler") or "euler"
     if scheduler not in SCHEDULERS:
         raise InputError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(sorted(SCHEDULERS))}")
-    _filter_prompt(prompt)
-    _filter_prompt(params.get("negative_prompt") or "")
-    try:
-        frames, h, w, fps = pipe.resolve(_request(params))
-    except ValueError as e:
-        raise InputError(str(e)) from e
-    return {"frames": frames, "height": h, "width": w, "fps": fps}
-
-
-def _filter_prompt(prompt: str) -> None:
-    """The prompt filter, where the installed Tessera has one (tessera.safety.prompt_filter)."""
-    if not prompt:
-        return
-    try:
-        from tessera.safety.prompt_filter import PromptFilter
-    except ImportError:
-        return
-    PromptFilter.default().enforce(prompt)
+    req = pipe.check_request(params.get("prompt", ""), **_call_kwargs(params))
+    return {"frames": req.frames, "height": req.height_px, "width": req.width_px, "fps": req.fps}
 
 
 def run_generation(pipe, params: dict, out_path: Path, on_progress) -> dict:
-    """One job: generate, watermark, record the fingerprint, write the MP4 at `out_path`.
+    """One job: generate, watermark, write the MP4 at `out_path`, record the generation (all in the pipeline).
 
     `on_progress(step, total)` is called after every denoising step; it may raise JobCancelled.
     Returns {"generation_id", "path"}.
     """
-    from tessera.cli.generate import _mark
-    from tessera.export import write_mp4
-
-    req = _request(params)
-    _, _, _, fps = pipe.resolve(req)
-    frames = pipe.generate([req], progress=on_progress)[0]
-    generation_id = uuid.uuid4().hex
-    frames, meta = _mark(frames, pipe, req, generation_id, fps)
-    write_mp4(frames, out_path, fps, metadata=meta)
-    return {"generation_id": generation_id, "path": str(out_path)}
+    out = pipe(
+        params["prompt"],
+        scheduler=params.get("scheduler") or None,
+        output_type="mp4",
+        output_path=out_path,
+        callback=on_progress,
+        **_call_kwargs(params),
+    )
+    return {"generation_id": out.generation_id, "path": str(out.path)}
 
 
 # -- the worker loop ---------------------------------------------------------------------------------
@@ -127,8 +109,6 @@ class Worker:
         job = self.store.claim(self.owner, self.lease_s)
         if job is None:
             return None
-        import json
-
         params = json.loads(job["params"])
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job["id"], stop), daemon=True)
@@ -174,12 +154,23 @@ class Worker:
                 time.sleep(poll_s)
 
 
-def warm_up(pipe) -> None:
-    """One smallest generation, so the first job runs as fast as the next ones."""
-    from tessera.pipeline import GenerateRequest
+class _Unrecorded:
+    """A ledger that records nothing: the warm-up video is not a generation anyone receives."""
 
-    side = max(128, pipe.cfg.vae.spatial_factor * pipe.cfg.dit.patch_hw)
-    pipe.generate([GenerateRequest("warm up", steps=1, width_px=side, height_px=side, duration_s=0.5)])
+    def record(self, frames, **meta):
+        from tessera.safety.fingerprint import GenerationRecord
+
+        return GenerationRecord.from_frames(frames, **meta)  # built, never stored
+
+
+def warm_up(pipe) -> None:
+    """One smallest generation (not recorded), so the first job runs as fast as the next ones."""
+    side = pipe.geometry.nearest_side(pipe.geometry.min_side_px)
+    ledger, pipe.ledger = pipe.ledger, _Unrecorded()
+    try:
+        pipe("warm up", num_inference_steps=1, width=side, height=side, duration_s=0.5)
+    finally:
+        pipe.ledger = ledger
 
 
 def _die_with_parent() -> None:
