@@ -393,3 +393,17 @@ def fuzz(server, examples: int) -> None:
         run()
     assert len(statuses) > 2 * examples and any(s < 300 for s in statuses)
     assert unexpected_files(server.tmp) == []
+
+
+def test_serve_cli_refuses_a_second_server_on_one_data_folder(tmp_path, capsys):
+    import fcntl
+
+    from tessera.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    with open(data / "server.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running server holds it
+        assert main(["serve", "--data", str(data), "--workers", "0"]) == 2
+    assert "another tessera serve uses" in capsys.readouterr().err
+    assert main(["serve", "--data", str(data), "--workers", "-1"]) == 2

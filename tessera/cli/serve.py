@@ -36,9 +36,14 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    try:
+        import uvicorn
 
-    from tessera.serve.app import create_app
+        from tessera.serve.app import create_app
+    except ImportError as e:
+        raise UsageError(
+            f"tessera serve needs the serve extra ({e.name} is missing): pip install 'tessera[serve]'"
+        ) from e
 
     cfg = config_from_args(args)
     cfg.make_dirs()

@@ -144,6 +144,8 @@ class JobStore:
     # -- workers ---------------------------------------------------------------------------------
     def claim(self, owner: str, lease_s: float) -> dict | None:
         """Take the oldest queued job for `owner`, leased for `lease_s` seconds; None when the queue is empty."""
+        if self._one("SELECT 1 FROM jobs WHERE state = 'queued' LIMIT 1") is None:
+            return None  # an idle worker polls with reads only, taking no write lock
         now = time.time()
         with self._tx() as c:
             job = c.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY created LIMIT 1").fetchone()
