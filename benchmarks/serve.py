@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +40,25 @@ LOAD_JOB = {
     "duration_s": 1.0,
     "steps": 4,
 }
+
+
+def tiny_checkpoint(folder: Path) -> str:
+    """A randomly initialised tiny generation checkpoint (as the tests use): server overhead, not model time."""
+    import torch
+
+    from tessera import checkpoint
+    from tessera.config import PRESETS, to_dict
+    from tessera.models.dit import DiT
+    from tessera.models.vae import VideoVAE
+    from tessera.train import generator_tensors
+
+    cfg = PRESETS["tiny"]
+    torch.manual_seed(0)
+    path = folder / "tiny.safetensors"
+    checkpoint.save(
+        path, generator_tensors(VideoVAE(cfg.vae), DiT(cfg.dit)), to_dict(cfg), kind="generator", name="tiny"
+    )
+    return str(path)
 
 
 def pipeline_warm_s(checkpoint: str | None, runs: int) -> float:
@@ -133,7 +153,7 @@ async def load(url: str, poll_key: dict, submit_keys: list[dict], args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--checkpoint", default=None, help="default: the bundled model")
+    ap.add_argument("--checkpoint", default=None, help="default: the bundled model; 'tiny': a random tiny model")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--load-s", type=float, default=60.0)
@@ -144,11 +164,15 @@ def main() -> None:
     ap.add_argument("--skip-warm", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/serve.json")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the server below is stopped too
+    label = {None: "bundled", "tiny": "tiny (random weights, PRESETS['tiny'])"}.get(args.checkpoint, args.checkpoint)
+    if args.checkpoint == "tiny":
+        args.checkpoint = tiny_checkpoint(Path(tempfile.mkdtemp()))
     result = {
         "benchmark": "tessera serve: warm latency and loopback load",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "load_avg_at_start": os.getloadavg()[0],
-        "checkpoint": args.checkpoint or "bundled",
+        "checkpoint": label,
         "workers": args.workers,
     }
     if not args.skip_warm:
