@@ -45,12 +45,12 @@ LOAD_JOB = {
 def tiny_checkpoint(folder: Path) -> str:
     """A randomly initialised tiny generation checkpoint (as the tests use): server overhead, not model time."""
     import torch
+    from tessera.train import generator_tensors
 
     from tessera import checkpoint
     from tessera.config import PRESETS, to_dict
     from tessera.models.dit import DiT
     from tessera.models.vae import VideoVAE
-    from tessera.train import generator_tensors
 
     cfg = PRESETS["tiny"]
     torch.manual_seed(0)
