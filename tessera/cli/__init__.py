@@ -1,4 +1,4 @@
-"""The `tessera` command: generate | verify | ledger | train | prepare | eval.
+"""The `tessera` command: generate | verify | ledger | train | distill | prepare | eval | serve | keys.
 
 Every user error (bad prompt, size, duration, checkpoint, output path) prints one line
 saying what was wrong and what to do, and exits with code 2; no tracebacks. Each command
@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tessera.cli import distill, evaluate, generate, ledger, prepare, train, verify
+from tessera.cli import distill, evaluate, generate, keys, ledger, prepare, serve, train, verify
 from tessera.errors import TesseraError
 
-COMMANDS = (generate, verify, ledger, train, distill, prepare, evaluate)
+COMMANDS = (generate, verify, ledger, train, distill, prepare, evaluate, serve, keys)
 
 
 def build_parser() -> argparse.ArgumentParser:
