@@ -13,7 +13,7 @@ from serve_helpers import SMALL_JOB, make_keys, mp4_bytes, png_bytes, png_header
 
 from tessera.errors import UnsafePromptError  # noqa: E402
 from tessera.export import read_video  # noqa: E402
-from tessera.safety.watermarker import Ledger  # noqa: E402
+from tessera.safety.watermarker import Ledger, Watermarker  # noqa: E402
 from tessera.serve import worker as worker_mod  # noqa: E402
 from tessera.serve.app import create_app  # noqa: E402
 from tessera.serve.db import MAX_ATTEMPTS, JobStore  # noqa: E402
@@ -31,7 +31,9 @@ def pipe(tiny_checkpoint):
 def server(tmp_path, tiny_checkpoint, pipe, monkeypatch):
     """The app without worker processes; `srv.work()` runs one queued job in this process with the real Worker."""
     monkeypatch.setenv("TESSERA_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(pipe, "ledger", Ledger(tmp_path / "home" / "fingerprints.jsonl"))  # the pipe outlives the test
+    # the pipe outlives the test: its mark and ledger follow this test's installation key and home
+    monkeypatch.setattr(pipe, "watermarker", Watermarker())
+    monkeypatch.setattr(pipe, "ledger", Ledger())
     cfg = ServeConfig(data_dir=tmp_path / "data", checkpoint=str(tiny_checkpoint), workers=0)
     app = create_app(cfg, supervise=False, pipe=pipe)
     with TestClient(app) as client:
@@ -70,6 +72,7 @@ def test_job_runs_to_a_playable_video_served_with_ranges(server):
     # the served file carries the watermark of this very job
     v = server.client.post("/v1/verify", files={"file": ("x.mp4", whole.content, "video/mp4")}, headers=server.bob)
     assert v.status_code == 200, v.text
+    assert v.json()["generation"] is not None, v.json()
     assert v.json()["generation"]["generation_id"] == job["generation_id"]
 
 

@@ -348,37 +348,36 @@ def _upload_routes(app: FastAPI, cfg: ServeConfig, validator: Validator, SubmitK
     def verify(
         key: SubmitKey, file: Annotated[UploadFile, File(description="a video to check for the Tessera watermark")]
     ) -> dict:
-        """Read the invisible watermark of an upload and look up its generation (as `tessera verify`)."""
-        from tessera.safety import fingerprint, watermark
-
+        """Read the mark, the C2PA manifest and the ledger record of an upload (as `tessera verify --json`)."""
         upload = checked(file)
         try:
             frames = read_frames(upload.path, VERIFY_FRAMES)
+            if min(frames.shape[1:3]) < 32:
+                raise UploadRejected(
+                    422,
+                    f"the upload is {frames.shape[2]}×{frames.shape[1]} px; the watermark needs at least 32 px a side",
+                )
+            report = _verify_report(upload.path, frames)
         finally:
             upload.path.unlink(missing_ok=True)
-        if min(frames.shape[1:3]) < 32:
-            raise UploadRejected(
-                422, f"the upload is {frames.shape[2]}×{frames.shape[1]} px; the watermark needs at least 32 px a side"
-            )
-        payload, confidence = watermark.extract(frames)
-        registry = fingerprint.FingerprintRegistry()
-        record = registry.find_payload(payload) if payload else None
-        result = {
-            "watermark": payload.hex() if payload else None,
-            "confidence": round(float(confidence), 3),
-            "generation": None,
-        }
-        if record is None:
-            match = registry.nearest(frames)
-            if match is not None:
-                record, result["fingerprint_distance"] = match[0], round(match[1], 3)
-        if record is not None:
-            result["generation"] = {
-                "generation_id": record.generation_id,
-                "model_id": record.model_id,
-                "prompt": record.prompt,
-            }
-        return result
+        ledger = report["ledger"]
+        generation = (
+            {k: ledger.get(k) for k in ("generation_id", "model_id", "created_at")} if ledger["found"] else None
+        )
+        return report | {"watermark": report["mark"].get("payload"), "generation": generation}
+
+
+def _verify_report(path: Path, frames) -> dict:
+    """The same report as `tessera verify --json`, with this installation's key and ledger."""
+    from tessera.safety.keys import load_key
+    from tessera.safety.ledger import Ledger
+    from tessera.safety.provenance import verify_file
+
+    try:
+        key = load_key(None, create=False)
+    except FileNotFoundError:
+        key = None  # no key yet: legacy marks still read, keyed ones show as foreign
+    return verify_file(path, frames, key, Ledger(None, key=key)).to_json()
 
 
 def _check_edit(task: str, box: str | None, start_s: float, end_s: float | None, upload) -> None:
