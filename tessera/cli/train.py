@@ -6,7 +6,7 @@ import argparse
 import copy
 from pathlib import Path
 
-from tessera.cli.common import UsageError
+from tessera.cli.common import SEED_MAX, UsageError, check_folder, check_int, check_number
 
 
 def _parse_shapes(text: str | None) -> tuple[tuple[int, int], ...]:
@@ -41,11 +41,55 @@ def _latent_lengths(text: str | None, cfg) -> tuple[int, ...]:
     return tuple(sorted(set(out)))
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """The numeric arguments and paths of `train`, checked before any work (the rest when used)."""
+    check_folder("--out", args.out)
+    check_int("--seed", args.seed, 0, SEED_MAX)
+    for flag, value in (("--vae-steps", args.vae_steps), ("--dit-steps", args.dit_steps)):
+        check_int(flag, value, 1, 10_000_000)
+    for flag, value in (("--vae-batch", args.vae_batch), ("--batch", args.batch), ("--grad-accum", args.grad_accum)):
+        check_int(flag, value, 1, 65_536)
+    for flag, value in (("--vae-lr", args.vae_lr), ("--lr", args.lr)):
+        check_number(flag, value, 0.0, 1.0, low_open=True)
+    check_int("--vae-size", args.vae_size, 16, 4096)
+    check_int("--vae-frames", args.vae_frames, 1, 1025)
+    check_int("--frames", args.frames, 1, 1025)
+    check_int("--clips", args.clips, 1, 10_000_000)
+    check_int("--eval-every", args.eval_every, 0, 10_000_000, "0 turns the checks off")
+    check_int("--warmup", args.warmup, 0, 10_000_000)
+    check_int("--token-budget", args.token_budget, 0, 2**40, "0 is batch × one full clip")
+    check_int("--shift-ref-tokens", args.shift_ref_tokens, 0, 2**40)
+    check_int("--decoder-refine-blocks", args.decoder_refine_blocks, 0, 64)
+    check_number("--time-limit-min", args.time_limit_min, 0.0, 1e6)
+    check_number("--shift", args.shift, 0.1, 20.0, hint="1 is no shift, the small preset uses 1.5")
+    check_number("--pan-fraction", args.pan_fraction, 0.0, 1.0)
+    for flag, value in (("--vae", args.vae), ("--init-from", args.init_from), ("--decoder-from", args.decoder_from)):
+        if value is not None and not _is_file(value):
+            raise UsageError(f"{flag} {value[:200]!r} is not a file; give a .safetensors checkpoint")
+    if args.data is not None and not _is_dir(args.data):
+        raise UsageError(f"--data {args.data[:200]!r} is not a folder; give a `tessera prepare` dataset")
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return "\x00" not in path and Path(path).is_file()
+    except OSError:
+        return False
+
+
+def _is_dir(path: str) -> bool:
+    try:
+        return "\x00" not in path and Path(path).is_dir()
+    except OSError:
+        return False
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tessera import checkpoint
     from tessera.config import PRESETS
     from tessera.train import TIMING_STEPS, DiTTrainConfig, TrainConfig, replace_vae, train_dit, train_vae
 
+    check_args(args)
     out = Path(args.out)
     preset = copy.deepcopy(PRESETS[args.preset])
     if args.shift is not None:
