@@ -92,6 +92,27 @@ def write_mp4(
     t, h, w, _ = frames.shape
     if t < 1 or h < 2 or w < 2 or h % 2 or w % 2:
         raise ValueError(f"H.264 with yuv420p needs at least one frame of even sizes, got {t} frames of {w}×{h}")
+    try:
+        _write_whole(frames, path, fps, crf, metadata)
+    except (OSError, av.error.FFmpegError) as e:  # a full disk, a quota, a folder gone or made read-only
+        raise InputError(
+            f"writing {path} failed ({' '.join(str(e).split())}); nothing was written there: check the space and "
+            "permissions of its folder or choose another -o path"
+        ) from e
+    if on_written is not None:
+        written = os.stat(path)
+        try:
+            on_written(path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                if os.path.samestat(written, os.stat(path)):
+                    os.unlink(path)
+            raise
+    return path
+
+
+def _write_whole(frames: np.ndarray, path: Path, fps: int, crf: int, metadata: dict | None) -> None:
+    """Encode into an unnamed file in the target folder and link it into place, or the named fallback."""
     folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fd = _anonymous_file(folder)
@@ -107,16 +128,6 @@ def write_mp4(
                 os.close(fd)
     finally:
         os.close(folder)
-    if on_written is not None:
-        written = os.stat(path)
-        try:
-            on_written(path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                if os.path.samestat(written, os.stat(path)):
-                    os.unlink(path)
-            raise
-    return path
 
 
 def _anonymous_file(folder: int) -> int | None:
