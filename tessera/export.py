@@ -194,22 +194,35 @@ def _encode(frames: np.ndarray, f: BinaryIO, fps: int, crf: int, metadata: dict 
 
 
 def read_video(path: str | Path) -> tuple[np.ndarray, float]:
-    """Decode a video file to uint8 frames (T, H, W, 3) and its frame rate."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"video {path} does not exist")
+    """Decode a video file to uint8 frames (T, H, W, 3) and its frame rate.
+
+    A path that is not a readable video raises InputError (a FileNotFoundError when it does not
+    exist) saying what was found.
+    """
+    text = str(path)
+    try:
+        is_file = "\x00" not in text and Path(text).is_file()
+    except OSError:  # a name too long to look up, a loop of symlinks
+        is_file = False
+    if not is_file:
+        raise VideoNotFound(f"video {text[:200]!r} does not exist or is not a file; check the path")
+    path = Path(text)
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise ValueError(f"{path} has no video stream")
+                raise InputError(f"{path} has no video stream; give an MP4 or another video file")
             stream = container.streams.video[0]
             fps = float(stream.average_rate or 0)
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    except av.error.FFmpegError as e:
-        raise ValueError(f"{path} is not a readable video ({e})") from e
+    except (av.error.FFmpegError, OSError) as e:
+        raise InputError(f"{path} is not a readable video ({' '.join(str(e).split())[:200]}); check the file") from e
     if not frames:
-        raise ValueError(f"{path} has no decodable frames")
+        raise InputError(f"{path} has no decodable frames; check the file")
     return np.stack(frames), fps
+
+
+class VideoNotFound(InputError, FileNotFoundError):
+    """The video to read does not exist (or is not a file)."""
 
 
 def probe(path: str | Path) -> dict:
