@@ -110,7 +110,7 @@ def test_output_that_is_a_device_is_refused(tiny_checkpoint, tmp_path, home, cap
         ("list", "[1, 2, 3]", "not an object"),
         ("types", None, "config.dit.width should be an integer"),
         ("nested", None, "config.vae should be a JSON object"),
-        ("encoder", None, "text encoder folder"),
+        ("encoder", None, "text encoder"),
     ],
 )
 def test_damaged_checkpoint_config_is_bad_input_naming_the_file(

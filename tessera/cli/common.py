@@ -22,7 +22,7 @@ def check_int(flag: str, value: int | None, lo: int, hi: int, hint: str = "") ->
 
 def check_side(flag: str, value: int | None) -> None:
     """InputError unless `value` is None or a frame side the pipeline supports (multiples are checked by the model)."""
-    from tessera.pipeline import MAX_SIDE_PX, MIN_SIDE_PX
+    from tessera.geometry import MAX_SIDE_PX, MIN_SIDE_PX
 
     if value is not None and not MIN_SIDE_PX <= value <= MAX_SIDE_PX:
         near = min(max(value, MIN_SIDE_PX), MAX_SIDE_PX)
