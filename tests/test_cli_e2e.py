@@ -126,8 +126,16 @@ REFUSALS = [
 DEFAULT_RUN = {"gen-nan-guidance", "verify-random", "signal-15"}
 
 
+KNOWN = {  # refusals that still leave something behind: owned elsewhere in issue 14, kept here until fixed
+    "prepare-missing": "prepare creates the --out folder before it finds that the source does not exist",
+}
+
+
 def _marks(case_id: str):
-    return [] if case_id in DEFAULT_RUN else [pytest.mark.slow]
+    marks = [] if case_id in DEFAULT_RUN else [pytest.mark.slow]
+    if case_id in KNOWN:
+        marks.append(pytest.mark.xfail(reason=KNOWN[case_id], strict=True))
+    return marks
 
 
 @pytest.mark.parametrize("argv", [pytest.param(a, id=i, marks=_marks(i)) for i, a in GOOD_GENERATIONS])
