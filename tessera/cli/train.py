@@ -57,6 +57,7 @@ def check_args(args: argparse.Namespace) -> None:
     check_int("--clips", args.clips, 1, 10_000_000)
     check_int("--eval-every", args.eval_every, 0, 10_000_000, "0 turns the checks off")
     check_int("--warmup", args.warmup, 0, 10_000_000)
+    check_int("--checkpoint-every", args.checkpoint_every, 1, 10_000_000)
     check_int("--token-budget", args.token_budget, 0, 2**40, "0 is batch × one full clip")
     check_int("--shift-ref-tokens", args.shift_ref_tokens, 0, 2**40)
     check_int("--decoder-refine-blocks", args.decoder_refine_blocks, 0, 64)
