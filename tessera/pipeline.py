@@ -135,7 +135,7 @@ class TesseraPipeline:
         self.scheduler = scheduler or get_scheduler("euler")
         self.watermarker = watermarker or Watermarker()
         self.ledger = ledger or Ledger()
-        self.prompt_filter = prompt_filter
+        self.prompt_filter = prompt_filter or _default_prompt_filter(text_encoder)
         self.config = copy.deepcopy(config) if config else ModelConfig()
         self.config.dit = transformer.cfg
         self.config.vae = getattr(vae, "cfg", self.config.vae)
@@ -302,9 +302,8 @@ class TesseraPipeline:
             raise InputError(
                 'the prompt is empty; describe the video, e.g. "a red circle moving left on a black background"'
             )
-        if self.prompt_filter is not None:
-            for p in prompts + ([negative_prompt] if negative_prompt else []):
-                self.prompt_filter.enforce(p)
+        for p in prompts:  # the negative prompt names what must NOT appear ("gore, nudity"): not filtered
+            self.prompt_filter.enforce(p)  # UnsafePromptError before any compute
         return prompts
 
     def resolve_size(
@@ -410,15 +409,22 @@ class TesseraPipeline:
 
         generation_id = uuid.uuid4().hex
         frames = self.watermarker.mark(frames, self.name, generation_id)
+        records = []
+
+        def record(path: Path | None) -> None:
+            records.append(self.ledger.record(
+                frames, generation_id=generation_id, model_id=self.name, prompt=req.prompts[i], seed=req.seeds[i],
+                steps=req.steps, guidance=req.guidance, fps=req.fps, path=path, model_hash=self.model_hash,
+                filter_decision="allowed",
+            ))  # fmt: skip
+
         path = req.output_paths[i]
-        if path is not None:
+        if path is None:
+            record(None)
+        else:  # recorded once the file is in place; if recording fails, the file is removed again
             meta = {"comment": f"tessera model={self.name} generation={generation_id}"}
-            path = write_mp4(frames, path, req.fps, metadata=meta)
-        record = self.ledger.record(
-            frames, generation_id=generation_id, model_id=self.name, prompt=req.prompts[i], seed=req.seeds[i],
-            steps=req.steps, guidance=req.guidance, fps=req.fps, path=path, model_hash=self.model_hash,
-        )  # fmt: skip
-        return frames, generation_id, dataclasses.asdict(record), path
+            path = write_mp4(frames, path, req.fps, metadata=meta, on_written=record)
+        return frames, generation_id, dataclasses.asdict(records[0]), path
 
     def _outputs(self, req: Request, z: torch.Tensor, videos: list) -> VideoOutput | list[VideoOutput]:
         outs = []
@@ -428,6 +434,13 @@ class TesseraPipeline:
                 frames = rearrange(torch.from_numpy(frames), "t h w c -> t c h w").float() / 255
             outs.append(VideoOutput(frames, z[i].cpu(), gid, record, path, req.prompts[i], req.seeds[i], req.fps))
         return outs[0] if req.single else outs
+
+
+def _default_prompt_filter(text_encoder):
+    """The shipped prompt filter, sharing the pipeline's text encoder when it is the bundled MiniLM."""
+    from tessera.safety.prompt_filter import PromptFilter
+
+    return PromptFilter(text_encoder=text_encoder)
 
 
 def guided_velocity(model, cond: TextEmbedding, uncond: TextEmbedding, guidance: float, reuse_text: bool = True):
