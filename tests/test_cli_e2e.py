@@ -152,9 +152,9 @@ def test_generation_writes_one_file_one_record_and_verifies(argv, world, tmp_pat
     out = Path(printed["output"])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["home", out.name])
     assert [r["generation_id"] for r in records(home)] == [printed["generation_id"]]
-    check = tessera("verify", str(out), home=home)
+    check = tessera("verify", str(out), "--json", home=home)
     assert check.returncode == 0 and "Traceback" not in check.stderr, check.stderr
-    assert json.loads(check.stdout)["generation"]["generation_id"] == printed["generation_id"]
+    assert json.loads(check.stdout)["ledger"]["generation_id"] == printed["generation_id"]
 
 
 @pytest.mark.parametrize("argv,codes", [pytest.param(a, c, id=i, marks=_marks(i)) for i, a, c in REFUSALS])
