@@ -247,6 +247,7 @@ class DiTTrainConfig(TrainConfig):
     eval_prompts: int = 24
     init_from: str = ""  # generation checkpoint whose DiT weights start the run (continue training a bundled model)
     data_dir: str = ""  # a prepared dataset (`tessera prepare`) to train on instead of the shapes world
+    wording: str = "template"  # world captions: "template" phrases or "rich" vocabularies (tessera/data/vocab)
     peak_tflops: float = 0.0  # the device's bf16 matmul peak for MFU; 0 measures it at start (~2 s)
     time_limit_s: float = 0.0  # fit the run into this wall-clock budget (see `fit_steps`); 0 = run `steps`
 
@@ -388,7 +389,7 @@ def world_latents(vae: VideoVAE, out: Path, cfg: DiTTrainConfig, device: torch.d
     from tessera.data.latents import build_latent_cache
     from tessera.data.world import WorldConfig
 
-    world = WorldConfig(seed=cfg.seed)
+    world = WorldConfig(seed=cfg.seed, wording=cfg.wording)
     shapes = cfg.shapes or ((cfg.height_px, cfg.width_px),)
     on_gpu = torch.device(device).type == "cuda"
     opts = dict(device=device, workers=os.cpu_count() or 1, batch=32 if on_gpu else 8)

@@ -120,6 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             token_budget=args.token_budget,
             grad_accum=args.grad_accum,
             data_dir=args.data or "",
+            wording=args.wording,
         )
         final = train_dit(out / "dit", preset, vae_path, cfg)
         print(f"generation checkpoint: {final}")
@@ -176,5 +177,9 @@ def add_parser(sub) -> None:
     t.add_argument(
         "--tensorboard", default=None, help="also log TensorBoard scalars under this folder (pip install tensorboard)"
     )
+    t.add_argument(
+        "--wording", default="template", choices=["template", "rich"],
+        help="world captions: the fixed template phrases, or the rich vocabularies of tessera/data/vocab",
+    )  # fmt: skip
     t.add_argument("--init-from", default=None, help="start the DiT from this generation checkpoint's weights")
     t.set_defaults(func=cmd_train)
