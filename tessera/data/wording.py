@@ -45,12 +45,12 @@ def _pick(items: list[str], rng: np.random.Generator) -> str:
 
 
 def article(phrase: str) -> str:
-    """"a" or "an" for the word that follows."""
+    """ "a" or "an" for the word that follows."""
     return "an" if phrase[:1].lower() in "aeiou" else "a"
 
 
 def object_phrase(colour: str, shape: str, motion: str, rng: np.random.Generator, split: str = "train") -> str:
-    """"a crimson disc sliding leftwards": one object in wordings drawn from `split`."""
+    """ "a crimson disc sliding leftwards": one object in wordings drawn from `split`."""
     c = _pick(wordings("colour", colour, split), rng)
     s = _pick(wordings("shape", shape, split), rng)
     m = _pick(wordings("motion", motion, split), rng)
@@ -58,7 +58,7 @@ def object_phrase(colour: str, shape: str, motion: str, rng: np.random.Generator
 
 
 def background_phrase(background: str, rng: np.random.Generator, split: str = "train") -> str:
-    """"against pitch black": a background wording inside one of the background frames."""
+    """ "against pitch black": a background wording inside one of the background frames."""
     frame = _pick(vocab()["background_frames"][split], rng)
     bg = _pick(wordings("background", background, split), rng)
     phrase = frame.format(bg=bg)

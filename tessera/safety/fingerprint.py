@@ -103,6 +103,7 @@ class GenerationRecord:
     fps: float
     created_at: str  # ISO 8601, UTC
     video_hash: str  # hex, from video_hash()
+    enhanced_prompt: str = ""  # what the text encoder read after the prompt enhancer ("" in older records)
 
     @classmethod
     def from_frames(cls, frames: np.ndarray, *, created_at: str | None = None, **meta) -> GenerationRecord:
@@ -120,10 +121,11 @@ class GenerationRecord:
     def from_json(cls, obj: dict) -> GenerationRecord:
         """Build from a parsed JSON object; unknown keys (from newer writers) are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = names - obj.keys()
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        missing = required - obj.keys()
         if missing:
             raise ValueError(f"record lacks {sorted(missing)}")
-        return cls(**{k: obj[k] for k in names})
+        return cls(**{k: obj[k] for k in names if k in obj})
 
 
 # -- registry -------------------------------------------------------------------------------------
