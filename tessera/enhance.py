@@ -62,6 +62,15 @@ def _tables() -> tuple[dict[tuple[str, ...], tuple[str, str]], frozenset[str], f
     return phrases, content, frozenset(vocab()["filler"])
 
 
+@functools.lru_cache(maxsize=4096)
+def _closest(word: str, cutoff: float) -> str:
+    """The vocabulary word a misspelling most likely means (same first letter, length within 2), else the word."""
+    _, known, _ = _tables()
+    pool = [w for w in known if w[0] == word[0] and abs(len(w) - len(word)) <= 2]
+    close = difflib.get_close_matches(word, pool, n=1, cutoff=cutoff)
+    return close[0] if close else word
+
+
 class RuleEnhancer:
     """Dictionary rewriting from the vocabularies, longest phrase first, with typo repair.
 
@@ -74,8 +83,7 @@ class RuleEnhancer:
     def _repair(self, word: str, known: frozenset[str], filler: frozenset[str]) -> str:
         if word in known or word in filler or len(word) < 4:
             return word
-        close = difflib.get_close_matches(word, known, n=1, cutoff=self.typo_cutoff)
-        return close[0] if close else word
+        return _closest(word, self.typo_cutoff)
 
     def parse(self, prompt: str) -> tuple[list[tuple[str, str, str]], list[str]]:
         """Matches in order as (attribute, value, phrase) and the words no phrase covered (fillers dropped)."""
