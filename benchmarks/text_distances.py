@@ -51,13 +51,9 @@ def main() -> None:
             attrs = BASE | {attribute: value}
             if attribute == "motion" and value == "spinning":
                 attrs["shape"] = "square"
-            template = _prompt(attrs, attribute, {"motion": CANONICAL_MOTION[value]}.get(attribute, value))
-            synonyms = [w for w, v in words.items() if v == value and w != value and w != template]
-            others = [
-                _prompt(attrs, attribute, {"motion": CANONICAL_MOTION[o]}.get(attribute, o))
-                for o in canonical
-                if o != value
-            ]
+            template = _prompt(attrs, attribute, _word(attribute, value))
+            synonyms = [w for w, v in words.items() if v == value and w != _word(attribute, value)]
+            others = [_prompt(attrs, attribute, _word(attribute, o)) for o in canonical if o != value]
             vecs = pooled([template] + [_prompt(attrs, attribute, w) for w in synonyms] + others)
             cos = (vecs[1:] @ vecs[0]).numpy()
             s, o = cos[: len(synonyms)], cos[len(synonyms) :]
