@@ -1,7 +1,7 @@
 """Write the paraphrase and two-object prompt sets of `tessera eval --set` (tessera/eval_sets/*.jsonl).
 
 Every prompt is drawn from the *held-out* wordings and sentence shapes of
-tessera/data/vocab/wording.json, which no training caption uses; a share gets typos. The
+tessera/data/world/vocab/wording.json, which no training caption uses; a share gets typos. The
 files are committed: rerun this only when the vocabularies change, and say so in the model card.
 
     python benchmarks/make_eval_sets.py
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tessera.data.wording import background_phrase, object_phrase, typo, vocab
-from tessera.data.world import BACKGROUNDS, all_combos, held_out_combos
+from tessera.data.world.scenes import BACKGROUNDS, all_combos, held_out_combos
+from tessera.data.world.wording import background_phrase, object_phrase, typo, vocab
 
 OUT = Path(__file__).resolve().parents[1] / "tessera" / "eval_sets"
 STYLES = ("question", "request", "exclamation", "casual", "polite", "imagine", "background-first", "fragment")

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tessera.data.captions import simple_prompt
-from tessera.data.wording import all_wordings
+from tessera.data.world.captions import simple_prompt
+from tessera.data.world.wording import all_wordings
 from tessera.enhance import CANONICAL_MOTION
 from tessera.models.text import TextEncoder
 

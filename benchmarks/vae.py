@@ -37,13 +37,12 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from tessera.config import PRESETS
-from tessera.data.dataset import clip_rng, frames_to_tensor, vae_batch, world_clip
-from tessera.data.world import WorldConfig, sample_spec
+from tessera.data.world import WorldConfig, clip_rng, frames_to_tensor, sample_spec, vae_batch, world_clip
 from tessera.metrics import psnr, ssim
 from tessera.models.autoencoder import DiffusersVAE, load_video_vae
 from tessera.models.tiling import TilingConfig, tiled_decode
 from tessera.models.vae import VideoVAE
-from tessera.train import TrainConfig, lr_at, vae_loss
+from tessera.training import TrainConfig, lr_at, vae_loss
 
 HELD_OUT_SEED = 4242  # training used seed 0 (clips drawn with seed + 7919)
 
@@ -295,7 +294,7 @@ def bench_race(args) -> dict:
         "batch": args.train_batch,
         "frames": args.train_frames,
         "size_px": args.train_size,
-        "loss": "MSE + 0.1 edge L1 + 1e-4 KL (tessera.train.vae_loss), AdamW lr 1e-3 warmup + cosine, bf16 autocast",
+        "loss": "MSE + 0.1 edge L1 + 1e-4 KL (tessera.training.vae_loss), AdamW lr 1e-3 warmup + cosine, bf16 autocast",
         "held_out_clips": len(x),
     }
     for name, model in models.items():

@@ -75,14 +75,25 @@ def flow_figure() -> Image.Image:
     sx, px = xs[3] + bw // 2, xs[1] + bw // 2
     d.line([(sx, y + bh), (sx, y + bh + 40), (px, y + bh + 40)], fill=MUTED, width=2)
     arrow(d, (px, y + bh + 40), (px, y + bh + 2))
-    d.text(((sx + px) // 2, y + bh + 54), "next step: unpatchify, update the latent, patchify again", fill=MUTED, font=font(12), anchor="mm")
+    d.text(
+        ((sx + px) // 2, y + bh + 54),
+        "next step: unpatchify, update the latent, patchify again",
+        fill=MUTED,
+        font=font(12),
+        anchor="mm",
+    )
     # text conditioning enters the DiT from above
     tx = xs[2]
     box(d, (tx - 230, 70, tx - 60, 70 + bh), "prompt", "(the user's words)", "checked + filtered first")
     box(d, (tx, 70, tx + bw, 70 + bh), "text encoder", "models/text.py", f"(L, {cfg.dit.text_dim}) + pooled")
     arrow(d, (tx - 60, 70 + bh // 2), (tx, 70 + bh // 2))
     arrow(d, (tx + bw // 2, 70 + bh), (tx + bw // 2, y), "TextEmbedding")
-    d.text((20, 430), f"Sizes come from one Geometry (geometry.py): sides multiple of {geo.unit_px} px, frames 1 + {geo.frame_step}k.", fill=MUTED, font=font(13))
+    d.text(
+        (20, 430),
+        f"Sizes come from one Geometry (geometry.py): sides multiple of {geo.unit_px} px, frames 1 + {geo.frame_step}k.",
+        fill=MUTED,
+        font=font(13),
+    )
     return img
 
 
@@ -124,13 +135,38 @@ def patches_figure() -> Image.Image:
         img.paste(shown, (x, 110))
         span = f"frame {idx[0] + 1}" if len(idx) == 1 else f"frames {idx[0] + 1}-{idx[-1] + 1}"
         d.text((x + 100, 95), f"latent frame {g + 1}: {span}", fill=INK, font=font(13), anchor="mm")
-    d.text((x0, 330), f"This DiT: the VAE turns {s} x {s} px x {tf} frames into one latent cell ({vae.latent_channels} numbers);", fill=INK, font=font(14))
-    d.text((x0, 352), f"a token is {p} x {p} latent cells = {tok_px} x {tok_px} px x {tf} frames (the orange square is one token's footprint).", fill=INK, font=font(14))
+    d.text(
+        (x0, 330),
+        f"This DiT: the VAE turns {s} x {s} px x {tf} frames into one latent cell ({vae.latent_channels} numbers);",
+        fill=INK,
+        font=font(14),
+    )
+    d.text(
+        (x0, 352),
+        f"a token is {p} x {p} latent cells = {tok_px} x {tok_px} px x {tf} frames (the orange square is one token's footprint).",
+        fill=INK,
+        font=font(14),
+    )
     t_lat = len(groups)
     n = t_lat * (256 // tok_px) ** 2
-    d.text((x0, 380), f"The whole clip is {t_lat} x {256 // tok_px} x {256 // tok_px} = {n} tokens, and every token attends to every other one:", fill=MUTED, font=font(13))
-    d.text((x0, 400), "the model sees space and time at once, so the object keeps its colour, shape and path across the clip.", fill=MUTED, font=font(13))
-    d.text((x0, 430), "Any clip whose sides are multiples of 32 px and whose length is 1 + 4k frames works: landscape, portrait, 1-4 s.", fill=MUTED, font=font(13))
+    d.text(
+        (x0, 380),
+        f"The whole clip is {t_lat} x {256 // tok_px} x {256 // tok_px} = {n} tokens, and every token attends to every other one:",
+        fill=MUTED,
+        font=font(13),
+    )
+    d.text(
+        (x0, 400),
+        "the model sees space and time at once, so the object keeps its colour, shape and path across the clip.",
+        fill=MUTED,
+        font=font(13),
+    )
+    d.text(
+        (x0, 430),
+        "Any clip whose sides are multiples of 32 px and whose length is 1 + 4k frames works: landscape, portrait, 1-4 s.",
+        fill=MUTED,
+        font=font(13),
+    )
     return img
 
 

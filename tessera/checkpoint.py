@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -16,6 +17,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tessera.errors import InputError
+
+
+def bundled_path() -> Path:
+    """The small generation model that ships inside the package."""
+    return Path(str(resources.files("tessera") / "weights" / "tessera-small.safetensors"))
 
 
 class CheckpointError(InputError):

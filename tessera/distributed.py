@@ -82,6 +82,19 @@ def like(shard_: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     return shard_
 
 
+def shard_of(whole: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """The part of `whole` that this rank holds of `param`, sharded like it (identity for ordinary tensors).
+
+    Every rank passes the same `whole`, so no data moves between ranks: this is how a state saved
+    whole by N processes loads into M.
+    """
+    if hasattr(param, "to_local"):
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(whole.to(param.device), param.device_mesh, param.placements, src_data_rank=None)
+    return whole.to(param.device)
+
+
 def mean(x: float, d: Dist) -> float:
     """Average a number over ranks."""
     if not d.active:

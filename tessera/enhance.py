@@ -7,7 +7,7 @@
     e.unknown   # words it could not map; they are kept at the end of `text`
 
 An enhancer never adds an attribute the prompt did not name: no background named, none
-written. `RuleEnhancer` (the default) reads the vocabularies of `tessera/data/vocab` and
+written. `RuleEnhancer` (the default) reads the vocabularies of `tessera/data/world/vocab` and
 corrects typos by fuzzy matching; `LMEnhancer(folder)` asks a local `transformers` causal
 LM and keeps its answer only when it names nothing the prompt did not.
 """
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from tessera.data.wording import ATTRIBUTES, all_wordings, vocab
+from tessera.data.world.wording import ATTRIBUTES, all_wordings, vocab
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tessera.data.captions import simple_prompt
-from tessera.data.world import BACKGROUNDS, COLOURS, DIRECTIONS, all_combos, held_out_combos
+from tessera.data.world import BACKGROUNDS, COLOURS, DIRECTIONS, all_combos, held_out_combos, simple_prompt
 
 
 def _nearest(rgb: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str:

@@ -16,6 +16,7 @@ first frame alone, so an image is a 1-frame video).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from tessera.errors import InputError
@@ -54,8 +55,11 @@ class Geometry:
 
     @property
     def frame_step(self) -> int:
-        """Frame counts are 1 + k × this."""
+        """Valid frame counts are 1 + k × temporal_factor whose latent length is a multiple of patch_t."""
         return self.temporal_factor * self.patch_t
+
+    def latent_frames(self, frames: int) -> int:
+        return 1 + (frames - 1) // self.temporal_factor
 
     def nearest_side(self, v: float) -> int:
         near = round(v / self.unit_px) * self.unit_px
@@ -82,20 +86,27 @@ class Geometry:
             return "the VAE's spatial factor"
         return f"VAE {self.spatial_factor} × patch {self.patch_hw}"
 
+    def _frames_of_latent(self, latent_frames: int) -> int:
+        return 1 + (latent_frames - 1) * self.temporal_factor
+
+    def _nearest_frames(self, frames: float) -> int:
+        t = max(1, round((frames - 1) / self.temporal_factor) + 1)  # latent frames
+        return self._frames_of_latent(self.patch_t * max(1, math.ceil(t / self.patch_t)))
+
     def check_frames(self, frames: int) -> None:
-        step = self.frame_step
-        if frames < 1 or (frames - 1) % step:
-            near = 1 + max(0, round((frames - 1) / step)) * step
-            raise InputError(f"{frames} frames is not of the form 1 + k × {step}; try {near}")
+        tf, pt = self.temporal_factor, self.patch_t
+        if frames < 1 or (frames - 1) % tf or self.latent_frames(frames) % pt:
+            rule = f"1 + k × {tf}" + (f" with 1 + k a multiple of {pt} (DiT patch)" if pt > 1 else "")
+            raise InputError(f"{frames} frames is not of the form {rule}; try {self._nearest_frames(max(frames, 1))}")
 
     def check_video(self, frames: int, height_px: int, width_px: int) -> None:
         self.check_size(width_px, height_px)
         self.check_frames(frames)
 
     def frames_for(self, duration_s: float, fps: float) -> int:
-        """The frame count 1 + k × frame_step (k ≥ 1) nearest to `duration_s` at `fps`."""
-        step = self.frame_step
-        return 1 + max(1, round((duration_s * fps - 1) / step)) * step
+        """The valid frame count (at least 1 + temporal_factor) nearest to `duration_s` at `fps`."""
+        t = max(2, 1 + round((duration_s * fps - 1) / self.temporal_factor))  # latent frames
+        return self._frames_of_latent(self.patch_t * math.ceil(t / self.patch_t))
 
     def latent_shape(self, frames: int, height_px: int, width_px: int) -> tuple[int, int, int, int]:
         """(C, T', H', W') of the latent of a video of this size."""

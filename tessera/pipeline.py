@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from tessera.errors import InputError
 from tessera.geometry import Geometry
 from tessera.models.autoencoder import video_vae_from_checkpoint
 from tessera.models.dit import DiT
+from tessera.models.quant import quantize_int8
 from tessera.models.text import PromptEncoder, TextEmbedding, TextEncoder
 from tessera.models.tiling import TilingConfig, tiled_decode
 from tessera.models.vae import VideoVAE
@@ -45,13 +46,19 @@ TILED_DECODE_ABOVE_PX = 512 * 512 * 33  # output pixels × frames per video; abo
 OUTPUT_TYPES = ("np", "pt", "mp4", "latent")
 MAX_PROMPT_CHARS = 4000
 MAX_GUIDANCE = 50.0
+DEFAULT_SAMPLING = {"steps": 25, "guidance": 4.0}  # the teacher's: 25 Euler steps, guidance 4
 MAX_SEED = 2**64 - 1
 MAX_FPS = 60
 
 
 def bundled_checkpoint() -> Path:
     """Path of the small model that ships inside the package."""
-    return Path(str(resources.files("tessera") / "weights" / "tessera-small.safetensors"))
+    return checkpoint.bundled_path()
+
+
+def bundled_student() -> Path:
+    """Where a few-step student of the bundled model ships, when it does (`tessera generate --fast`)."""
+    return checkpoint.bundled_path().with_name("tessera-small-student.safetensors")
 
 
 def default_device() -> torch.device:
@@ -143,6 +150,8 @@ class TesseraPipeline:
         self.config.text = getattr(text_encoder, "cfg", self.config.text)
         self.name = name
         self.geometry = Geometry.of(vae, transformer.cfg)
+        self.reuse_text = True  # cross-attention text keys/values computed once per generation
+        self.sampling = dict(DEFAULT_SAMPLING)  # steps and guidance when a call does not say
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -177,7 +186,11 @@ class TesseraPipeline:
             )
         text_encoder = text_encoder or TextEncoder(cfg.text)
         name = meta.get("name", path.stem)
-        return cls(dit, vae, text_encoder, config=cfg, name=name, device=device, **components)
+        pipe = cls(dit, vae, text_encoder, config=cfg, name=name, device=device, **components)
+        if "sampling" in meta and "scheduler" not in components:  # e.g. a few-step student: Euler, 4 steps, no guidance
+            sampling = json.loads(meta["sampling"])
+            pipe.use_sampling(sampling["scheduler"], sampling["steps"], sampling["guidance"])
+        return pipe
 
     from_checkpoint = from_single_file  # the name earlier releases used
 
@@ -222,14 +235,31 @@ class TesseraPipeline:
         self.vae.to(self.device)
         return self
 
+    # ------------------------------------------------------------------ runtime switches (not saved)
+    def enable_text_kv_reuse(self, enabled: bool = True) -> TesseraPipeline:
+        """Compute the text keys and values of every cross-attention once per generation (default) or at every step."""
+        self.reuse_text = enabled
+        return self
+
+    def quantize_int8(self) -> TesseraPipeline:
+        """Int8 weights (one scale per output channel) for the DiT's linear layers, from the loaded weights."""
+        quantize_int8(self.transformer)
+        return self
+
+    def use_sampling(self, scheduler: str, steps: int, guidance: float) -> TesseraPipeline:
+        """The solver, step count and guidance used when a call does not name them (a distilled student's own)."""
+        self.scheduler = get_scheduler(scheduler)
+        self.sampling = {"steps": int(steps), "guidance": float(guidance)}
+        return self
+
     # ------------------------------------------------------------------ checking a request
     def check_request(
         self,
         prompt: str | list[str],
         negative_prompt: str | None = None,
         *,
-        num_inference_steps: int = 25,
-        guidance_scale: float = 4.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         width: int | None = None,
         height: int | None = None,
         duration_s: float | None = None,
@@ -239,7 +269,12 @@ class TesseraPipeline:
         output_path: str | Path | list[str | Path] | None = None,
         enhance: bool = True,
     ) -> Request:
-        """Every input checked and resolved, without any compute; raises InputError (or UnsafePromptError)."""
+        """Every input checked and resolved, without any compute; raises InputError (or UnsafePromptError).
+
+        Steps and guidance left as None take the model's sampling defaults (`self.sampling`).
+        """
+        num_inference_steps = self.sampling["steps"] if num_inference_steps is None else num_inference_steps
+        guidance_scale = self.sampling["guidance"] if guidance_scale is None else guidance_scale
         prompts = self._check_prompts(prompt, negative_prompt)
         seeds = _check_seeds(seed, len(prompts))
         steps = _check_int("num_inference_steps", num_inference_steps, 1, 1000)
@@ -348,9 +383,9 @@ class TesseraPipeline:
     def _denoise(self, z, cond: TextEmbedding, uncond: TextEmbedding, req: Request, solver, callback) -> torch.Tensor:
         tokens = self.geometry.tokens(req.frames, req.height_px, req.width_px)
         solver.set_timesteps(req.steps, shift_for(self.config.timestep_shift, tokens, self.config.shift_ref_tokens))
-        velocity = guided_velocity(self.transformer, cond, uncond, req.guidance)
         total = len(solver.timesteps)
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+            velocity = guided_velocity(self.transformer, cond, uncond, req.guidance, self.reuse_text)
             for i, t in enumerate(solver.timesteps):
                 v = velocity(z, t.expand(z.shape[0]).to(self.device))
                 z = solver.step(v, t, z)
@@ -399,14 +434,22 @@ class TesseraPipeline:
         return outs[0] if req.single else outs
 
 
-def guided_velocity(model, cond: TextEmbedding, uncond: TextEmbedding, guidance: float):
-    """The DiT as a velocity function with classifier-free guidance (one batched call for both branches)."""
+def guided_velocity(model, cond: TextEmbedding, uncond: TextEmbedding, guidance: float, reuse_text: bool = True):
+    """The DiT as a velocity function with classifier-free guidance (one batched call for both branches).
+
+    reuse_text: compute every cross-attention's text keys and values once, here, and reuse
+    them at every step (`DiT.prepare_text`); call this under the same autocast as the
+    steps, so the result equals recomputing them at each step.
+    """
+    text = cond if guidance == 1.0 else TextEmbedding.cat([uncond, cond])
+    kwargs = text.as_kwargs()
+    if reuse_text and hasattr(model, "prepare_text"):
+        kwargs["text_kv"] = model.prepare_text(text.tokens, text.mask)
 
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if guidance == 1.0:
-            return model(x, t, **cond.as_kwargs())
-        both = TextEmbedding.cat([uncond, cond])
-        v_u, v_c = model(torch.cat([x, x]), torch.cat([t, t]), **both.as_kwargs()).chunk(2)
+            return model(x, t, **kwargs)
+        v_u, v_c = model(torch.cat([x, x]), torch.cat([t, t]), **kwargs).chunk(2)
         return v_u + guidance * (v_c - v_u)
 
     return velocity

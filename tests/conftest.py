@@ -8,7 +8,7 @@ from tessera import checkpoint
 from tessera.config import PRESETS, to_dict
 from tessera.models.dit import DiT
 from tessera.models.vae import VideoVAE
-from tessera.train import generator_tensors
+from tessera.training import generator_tensors
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -11,26 +11,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures.videos import CORRUPTIONS, write_bad_file, write_bad_files, write_world_videos
 
 from tessera import checkpoint
 from tessera.cli import main
-from tessera.data.filters import UNSAFE_NOT_CONFIGURED, FilterConfig
-from tessera.data.ingest import ShotConfig, list_sources, name_words, probe_video
-from tessera.data.prepare import (
-    Journal,
-    PrepareConfig,
-    caption_clip,
-    check_config,
-    filter_clip,
-    nearest_shape,
-    prepare,
-    read_manifest,
-)
-from tessera.data.sample_videos import CORRUPTIONS, write_bad_file, write_bad_files, write_world_videos
+from tessera.data.ingest.encode import nearest_shape
+from tessera.data.ingest.filters import UNSAFE_NOT_CONFIGURED, FilterConfig, filter_clip
+from tessera.data.ingest.prepare import Journal, PrepareConfig, check_config, prepare, read_manifest
+from tessera.data.ingest.probe import probe_video
+from tessera.data.ingest.recaption import caption_clip
+from tessera.data.ingest.record import ClipRecord, Probe
+from tessera.data.ingest.shots import ShotConfig
+from tessera.data.ingest.sources import list_sources, name_words
 
 ROOT = Path(__file__).resolve().parents[1]
 N_LABELLED = 8  # clean clips; the same clips again with each corruption
 FILTER_OF = {"shake": "shake", "blur": "blur", "compress": "compression", "dark": "dark"}
+
+
+def _whole(path: Path) -> ClipRecord:
+    """A probed video as one clip from start to end."""
+    probe = probe_video(path)
+    return ClipRecord(str(path), str(path), probe=Probe.from_dict(probe), start_s=0.0, end_s=probe["duration_s"])
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +50,7 @@ def labelled_results(labelled) -> list[tuple[str, dict]]:
     """(label, filters) of every labelled file, each measured as one clip (the filter stage alone)."""
     out = []
     for path in sorted(labelled.rglob("*.mp4")):
-        probe = probe_video(path)
-        clip = {"id": str(path), "source": str(path), "start_s": 0.0, "end_s": probe["duration_s"]}
-        out.append((path.parent.name, filter_clip(clip, probe, FilterConfig())["filters"]))
+        out.append((path.parent.name, filter_clip(_whole(path), FilterConfig())["filters"]))
     return out
 
 
@@ -187,7 +187,7 @@ def test_a_run_killed_during_encode_resumes_to_the_same_dataset(small_crawl, tin
     assert shards == sorted(p.name for p in (out / "latents").glob("*.safetensors"))
     kept = [r for r in read_manifest(out / "manifest.jsonl") if r["status"] == "kept"]
     per_shape = [sum(r["shape"] == s for r in kept) for s in ("64x64", "96x64")]
-    assert len(kept) >= 4 and len(shards) == sum((n + 1) // 2 for n in per_shape) + 1  # + the text embeddings
+    assert len(kept) >= 4 and len(shards) == sum((n + 1) // 2 for n in per_shape)
     for name in shards:  # safetensors orders header metadata as it likes, so compare contents, not bytes
         (ta, ca, ma), (tb, cb, mb) = (
             checkpoint.load(out / "latents" / name),
@@ -198,7 +198,7 @@ def test_a_run_killed_during_encode_resumes_to_the_same_dataset(small_crawl, tin
     assert not any((out / "work" / "latents").iterdir()), "per-clip latents are removed once sharded"
 
 
-def test_shards_hold_one_shape_each_with_texts_and_text_embeddings(prepared):
+def test_shards_hold_one_shape_each_with_their_texts(prepared):
     records = [r for r in read_manifest(prepared / "manifest.jsonl") if r["status"] == "kept"]
     assert len(records) >= 4 and {r["shape"] for r in records} == {"64x64", "96x64"}
     for path in sorted((prepared / "latents").glob("shard_*.safetensors")):
@@ -210,17 +210,14 @@ def test_shards_hold_one_shape_each_with_texts_and_text_embeddings(prepared):
         assert z.dtype == torch.bfloat16 and z.shape[0] == len(texts) == len(in_shard)
         assert z.shape[2:] == (1 + (info["frames"] - 1) // 4, h // 16, w // 16)
         assert texts == [r["texts"] for r in sorted(in_shard, key=lambda r: r["index"])]
-    tensors, _, meta = checkpoint.load(prepared / "latents" / "text_embeddings.safetensors")
-    all_texts = json.loads(meta["texts"])
-    assert set(all_texts) == {t for r in records for t in r["texts"]}
-    assert tensors["tokens"].shape[:2] == tensors["mask"].shape and tensors["tokens"].shape[0] == len(all_texts)
+    assert sorted(p.name for p in (prepared / "latents").iterdir()) == sorted({r["shard"] for r in records})
 
 
 def test_train_dit_reads_a_prepared_dataset(small_crawl, tiny_checkpoint, tmp_path):
     import dataclasses
 
     from tessera.config import PRESETS
-    from tessera.train import DiTTrainConfig, train_dit
+    from tessera.training import DiTTrainConfig, train_dit
 
     data = tmp_path / "ds"
     assert (
@@ -260,10 +257,8 @@ def test_journal_drops_a_line_cut_short_by_a_kill(tmp_path):
 # ----------------------------------------------------------------------------- plug-in models
 
 
-def _one_clip(folder: Path) -> tuple[dict, dict]:
-    src = str(sorted(folder.glob("*.mp4"))[1])
-    probe = probe_video(src)
-    return {"id": f"{src}#0000", "source": src, "start_s": 0.0, "end_s": probe["duration_s"]}, probe
+def _one_clip(folder: Path) -> ClipRecord:
+    return _whole(sorted(folder.glob("*.mp4"))[1])
 
 
 def test_unsafe_filter_runs_a_local_image_classifier(small_crawl, tmp_path):
@@ -282,13 +277,13 @@ def test_unsafe_filter_runs_a_local_image_classifier(small_crawl, tmp_path):
     torch.manual_seed(0)
     ViTForImageClassification(cfg).save_pretrained(tmp_path / "vit")
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
-    clip, probe = _one_clip(small_crawl)
-    strict = filter_clip(clip, probe, FilterConfig(unsafe_model=str(tmp_path / "vit"), max_unsafe=0.0))["filters"]
-    loose = filter_clip(clip, probe, FilterConfig(unsafe_model=str(tmp_path / "vit"), max_unsafe=1.0))["filters"]
+    clip = _one_clip(small_crawl)
+    strict = filter_clip(clip, FilterConfig(unsafe_model=str(tmp_path / "vit"), max_unsafe=0.0))["filters"]
+    loose = filter_clip(clip, FilterConfig(unsafe_model=str(tmp_path / "vit"), max_unsafe=1.0))["filters"]
     assert 0.0 < strict["unsafe"]["value"] < 1.0 and strict["unsafe"]["value"] == loose["unsafe"]["value"]
     assert strict["unsafe"]["pass"] is False and loose["unsafe"]["pass"] is True
     with pytest.raises(ValueError, match="none is one of"):
-        filter_clip(clip, probe, FilterConfig(unsafe_model=str(tmp_path / "vit"), unsafe_labels=("gore",)))
+        filter_clip(clip, FilterConfig(unsafe_model=str(tmp_path / "vit"), unsafe_labels=("gore",)))
 
 
 def test_vision_language_captioner_loads_from_a_local_folder(small_crawl, tmp_path):
@@ -319,10 +314,10 @@ def test_vision_language_captioner_loads_from_a_local_folder(small_crawl, tmp_pa
     torch.manual_seed(0)
     GitForCausalLM(cfg).save_pretrained(tmp_path / "git")
     GitProcessor(image_processor=images, tokenizer=tok).save_pretrained(tmp_path / "git")
-    clip, _ = _one_clip(small_crawl)
-    facts = {"colour": "red", "mean_luma": 90.0, "camera": "pan left", "motion": 3.0, "duration_s": 3.0}
-    a = caption_clip(clip, facts, str(tmp_path / "git"), 10, 8.0)
-    b = caption_clip(clip, facts, str(tmp_path / "git"), 10, 8.0)
+    clip = _one_clip(small_crawl)
+    clip.facts = {"colour": "red", "mean_luma": 90.0, "camera": "pan left", "motion": 3.0, "duration_s": 3.0}
+    a = caption_clip(clip, str(tmp_path / "git"), 10, 8.0)
+    b = caption_clip(clip, str(tmp_path / "git"), 10, 8.0)
     assert a == b and a["captioner"] == "vlm:git"
     assert a["caption"].endswith(("left.", "left")) and len(a["caption"].split()) > 12
     assert a["texts"][0] == a["title"] and a["caption"] in a["texts"]
@@ -340,8 +335,8 @@ def test_rule_captioner_expands_short_titles_in_varied_wording(clean_manifest):
 
 
 def test_captions_name_a_plain_background_and_a_locked_off_camera(clean_manifest):
-    from tessera.data.dataset import world_clip
-    from tessera.data.filters import colour_name
+    from tessera.data.ingest.filters import colour_name
+    from tessera.data.world import world_clip
 
     assert [colour_name(c) for c in ((15, 15, 15), (110, 110, 110), (20, 30, 70), (250, 250, 250))] == [
         "black", "gray", "navy", "white"
@@ -364,8 +359,8 @@ def test_a_long_title_is_kept_as_the_caption(tmp_path):
     src = write_world_videos(tmp_path, 1, seed=1)[0]
     title = "a slow evening shot of a yellow shape crossing a dark stage while the light fades out"
     src.with_suffix(".txt").write_text(title)
-    clip = {"id": f"{src}#0000", "source": str(src), "start_s": 0.0, "end_s": 3.0}
-    out = caption_clip(clip, {"colour": "yellow"}, "", 10, 8.0)
+    clip = ClipRecord(f"{src}#0000", str(src), start_s=0.0, end_s=3.0, facts={"colour": "yellow"})
+    out = caption_clip(clip, "", 10, 8.0)
     assert out["title"] == title and out["caption"] == title and len(out["texts"]) == 3
 
 
@@ -389,8 +384,63 @@ def test_bad_settings_and_sources_exit_2_with_a_fix(tmp_path, capsys):
     assert "try 17" in capsys.readouterr().err
     assert main(["prepare", str(tmp_path), "--out", str(tmp_path / "o"), "--shapes", "250x256"]) == 2
     assert "try 256" in capsys.readouterr().err
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "ray", None)  # Ray not installed
+        assert main(["prepare", str(tmp_path), "--out", str(tmp_path / "o"), "--ray"]) == 2
+        assert "pip install 'tessera[ray]'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="raise --min-s"):
         check_config(PrepareConfig(shots=ShotConfig(min_duration_s=1.0, max_duration_s=4.0)))
     assert nearest_shape(1920, 1080, ("256x256", "448x256", "256x448")) == "448x256"
     assert nearest_shape(720, 1280, ("256x256", "448x256", "256x448")) == "256x448"
     assert nearest_shape(500, 480, ("256x256", "448x256", "256x448")) == "256x256"
+
+
+# ----------------------------------------------------------------------------- fsspec URLs
+
+
+def test_a_crawl_behind_an_fsspec_url_gives_the_local_dataset(small_crawl, tiny_checkpoint, prepared, tmp_path):
+    import fsspec
+
+    from tessera.data.ingest.remote import cache_dir
+    from tessera.data.ingest.sources import source_names, title_of
+
+    fs = fsspec.filesystem("memory")
+    for p in sorted(small_crawl.glob("*.mp4")):
+        fs.pipe_file(f"/prep-test/crawl/{p.name}", p.read_bytes())
+    fs.pipe_file(
+        "/prep-test/list.txt", b"# relative and absolute lines\ncrawl/0000_a.mp4\n/prep-test/crawl/missing.mp4\n"
+    )
+    os.environ["TESSERA_CACHE"] = str(tmp_path / "cache")
+    try:
+        out = tmp_path / "ds"
+        args = _prepare_args("memory://prep-test/crawl", out, tiny_checkpoint)
+        assert main(["prepare", *args, "--clips-per-shard", "2", "--quiet"]) == 0
+        local = str(small_crawl.resolve())
+        text = (out / "manifest.jsonl").read_text()
+        assert text.count("memory:///prep-test/crawl/") > 8 and local not in text
+        # the same records but for the caption wording, which is seeded by the clip id (here a URL)
+        same = [
+            {k: v for k, v in r.items() if k not in ("caption", "texts")}
+            for r in read_manifest(prepared / "manifest.jsonl")
+        ]
+        text = text.replace("memory:///prep-test/crawl", local)
+        assert [
+            {k: v for k, v in json.loads(x).items() if k not in ("caption", "texts")} for x in text.splitlines()
+        ] == same
+        for p in sorted((prepared / "latents").glob("*.safetensors")):
+            assert torch.equal(
+                checkpoint.load(p)[0]["latents"], checkpoint.load(out / "latents" / p.name)[0]["latents"]
+            )
+        assert len(list(cache_dir().iterdir())) == 8, "each source is fetched once, into its own cache folder"
+
+        assert source_names("memory://prep-test/list.txt") == [
+            "memory:///prep-test/crawl/0000_a.mp4", "memory:///prep-test/crawl/missing.mp4"
+        ]  # fmt: skip
+        assert probe_video("memory:///prep-test/crawl/missing.mp4")["reason"] == "unreadable"
+        fs.pipe_file("/prep-test/side/0001_x.mp4", next(small_crawl.glob("*.mp4")).read_bytes())
+        fs.pipe_file("/prep-test/side/0001_x.txt", b"a title  from the sidecar\n")
+        assert title_of("memory://prep-test/side/0001_x.mp4") == "a title from the sidecar"
+        assert source_names(f"file://{small_crawl}") == [str(p) for p in list_sources(small_crawl)]
+    finally:
+        os.environ.pop("TESSERA_CACHE")
+        fs.rm("/prep-test", recursive=True)

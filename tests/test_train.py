@@ -8,7 +8,7 @@ import torch
 
 from tessera import checkpoint
 from tessera.config import PRESETS
-from tessera.train import DiTTrainConfig, JsonLog, TrainConfig, train_dit, train_vae
+from tessera.training import DiTTrainConfig, MetricsLog, VAETrainConfig, train_dit, train_vae
 
 TINY = PRESETS["tiny"]
 
@@ -19,11 +19,13 @@ def _weights(path, prefix=None):
 
 
 def test_vae_resume_matches_straight_run(tmp_path):
-    cfg = TrainConfig(steps=4, batch=2, lr=1e-3, warmup_steps=1, checkpoint_every=10, log_every=1)
-    straight = train_vae(tmp_path / "a", TINY.vae, cfg, frames=5, size_px=32)
-    train_vae(tmp_path / "b", TINY.vae, dataclasses.replace(cfg, stop_at=2), frames=5, size_px=32)
+    cfg = VAETrainConfig(
+        steps=4, batch=2, lr=1e-3, warmup_steps=1, checkpoint_every=10, log_every=1, frames=5, size_px=32
+    )
+    straight = train_vae(tmp_path / "a", TINY.vae, cfg)
+    train_vae(tmp_path / "b", TINY.vae, dataclasses.replace(cfg, stop_at=2))
     assert not (tmp_path / "b" / "vae.safetensors").exists()
-    resumed = train_vae(tmp_path / "b", TINY.vae, cfg, frames=5, size_px=32)
+    resumed = train_vae(tmp_path / "b", TINY.vae, cfg)
     a, b = _weights(straight), _weights(resumed)
     assert a.keys() == b.keys()
     for k in a:
@@ -34,7 +36,7 @@ def test_vae_resume_matches_straight_run(tmp_path):
 
 def test_dit_resume_matches_straight_run(tmp_path):
     vae_path = train_vae(
-        tmp_path / "vae", TINY.vae, TrainConfig(steps=1, batch=1, warmup_steps=1), frames=5, size_px=32
+        tmp_path / "vae", TINY.vae, VAETrainConfig(steps=1, batch=1, warmup_steps=1, frames=5, size_px=32)
     )
     cfg = DiTTrainConfig(
         steps=4,
@@ -61,7 +63,7 @@ def test_dit_resume_matches_straight_run(tmp_path):
 
 def test_dit_can_continue_from_a_generation_checkpoint(tmp_path):
     vae_path = train_vae(
-        tmp_path / "vae", TINY.vae, TrainConfig(steps=1, batch=1, warmup_steps=1), frames=5, size_px=32
+        tmp_path / "vae", TINY.vae, VAETrainConfig(steps=1, batch=1, warmup_steps=1, frames=5, size_px=32)
     )
     cfg = DiTTrainConfig(
         steps=2, batch=2, warmup_steps=1, clips=4, frames=5, height_px=32, width_px=32, eval_every=0, peak_tflops=1.0
@@ -80,7 +82,7 @@ def test_log_mirrors_numbers_to_tensorboard(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    log = JsonLog(tmp_path / "log.jsonl", tmp_path / "tb")
+    log = MetricsLog(tmp_path / "log.jsonl", tmp_path / "tb")
     log.write(step=0, loss=0.5, bucket=[5, 16, 16], lr=1e-3)
     log.write(step=10, loss=0.25, lr=2e-3)
     log.write(step=10, eval={"n": 16, "colour": 0.75})
@@ -94,7 +96,7 @@ def test_log_mirrors_numbers_to_tensorboard(tmp_path):
 
 
 def test_fit_steps_keeps_the_run_inside_its_time_limit():
-    from tessera.train import fit_steps
+    from tessera.training import fit_steps
 
     cfg = DiTTrainConfig(steps=1000, time_limit_s=100.0)
     # 95 s usable, 20 s gone: 75 s more at 0.5 s/step is 150 steps after step 50
@@ -105,7 +107,7 @@ def test_fit_steps_keeps_the_run_inside_its_time_limit():
 
 def test_time_limited_run_stops_and_resumes_at_its_fixed_step_count(tmp_path):
     vae_path = train_vae(
-        tmp_path / "vae", TINY.vae, TrainConfig(steps=1, batch=1, warmup_steps=1), frames=5, size_px=32
+        tmp_path / "vae", TINY.vae, VAETrainConfig(steps=1, batch=1, warmup_steps=1, frames=5, size_px=32)
     )
     cfg = DiTTrainConfig(
         steps=500, batch=1, warmup_steps=60, checkpoint_every=1000, clips=2, frames=1, height_px=32, width_px=32,
@@ -120,8 +122,7 @@ def test_time_limited_run_stops_and_resumes_at_its_fixed_step_count(tmp_path):
 
 
 def test_latent_cache_does_not_depend_on_the_number_of_render_workers(tmp_path):
-    from tessera.data.latents import build_latent_cache
-    from tessera.data.world import WorldConfig
+    from tessera.data.world import WorldConfig, build_latent_cache
     from tessera.models.vae import VideoVAE
 
     torch.manual_seed(0)
@@ -133,3 +134,21 @@ def test_latent_cache_does_not_depend_on_the_number_of_render_workers(tmp_path):
     for a, b in zip(one, two):
         (ta, _, ma), (tb, _, mb) = checkpoint.load(a), checkpoint.load(b)
         assert torch.equal(ta["latents"], tb["latents"]) and ma["texts"] == mb["texts"]
+
+
+@pytest.mark.slow
+def test_dit_quick_eval_judges_the_ema_weights_through_the_pipeline(tmp_path):
+    """An adherence check during training writes its scores to the log, and its videos stay out of the user's ledger."""
+    vae_path = train_vae(
+        tmp_path / "vae", TINY.vae, VAETrainConfig(steps=1, batch=1, warmup_steps=1, frames=5, size_px=32)
+    )
+    cfg = DiTTrainConfig(
+        steps=1, batch=1, warmup_steps=1, clips=2, frames=5, height_px=32, width_px=32, peak_tflops=1.0,
+        eval_every=1, eval_prompts=2, eval_steps=1,
+    )  # fmt: skip
+    small = dataclasses.replace(TINY, height_px=128, width_px=128, duration_s=1.0)  # the size the check generates
+    train_dit(tmp_path / "a", small, vae_path, cfg)
+    rows = [json.loads(line) for line in (tmp_path / "a" / "dit_log.jsonl").read_text().splitlines()]
+    scores = [r["eval"] for r in rows if "eval" in r]
+    assert len(scores) == 1 and scores[0]["n"] == 2 and 0 <= scores[0]["colour"] <= 1, scores
+    assert len((tmp_path / "a" / "eval_ledger.jsonl").read_text().splitlines()) == 2

@@ -8,14 +8,13 @@ import torch
 
 from tessera import checkpoint
 from tessera.config import PRESETS
-from tessera.data.dataset import frames_to_tensor, world_clip
-from tessera.data.world import WorldConfig
+from tessera.data.world import WorldConfig, frames_to_tensor, world_clip
 from tessera.losses import ExtraVAELoss, VAELossConfig
 from tessera.metrics import psnr, ssim
 from tessera.models.autoencoder import DiffusersVAE, VideoAutoencoder, load_video_vae
 from tessera.models.tiling import TiledVAE, TilingConfig, chunked_decode_raw, chunked_encode_raw, tiled_decode
 from tessera.models.vae import VideoVAE
-from tessera.train import TrainConfig, train_vae
+from tessera.training import VAETrainConfig, train_vae
 
 
 @pytest.fixture(scope="module")
@@ -217,14 +216,14 @@ def test_discriminator_learns_real_from_fake():
 def test_train_vae_with_extra_terms_logs_and_resumes(tmp_path):
     """The SSIM and adversarial terms reach the log and the discriminator survives a stop / resume."""
     vae_cfg = PRESETS["tiny"].vae
-    cfg = TrainConfig(steps=3, batch=1, warmup_steps=1, log_every=1, checkpoint_every=100)
+    cfg = VAETrainConfig(steps=3, batch=1, warmup_steps=1, log_every=1, checkpoint_every=100, frames=5, size_px=32)
     extra = VAELossConfig(ssim_weight=0.5, adv_weight=0.1, adv_start_step=1, disc_channels=8)
     out = tmp_path / "run"
-    train_vae(out, vae_cfg, dataclasses.replace(cfg, stop_at=1), frames=5, size_px=32, extra_loss=extra)
-    state, _, _ = checkpoint.load(out / "vae_state.safetensors")
+    train_vae(out, vae_cfg, dataclasses.replace(cfg, stop_at=1), extra_loss=extra)
+    state, _, _ = checkpoint.load(out / "state.safetensors")
     assert any(k.startswith("disc.") for k in state)  # saved before the discriminator starts, too
-    train_vae(out, vae_cfg, dataclasses.replace(cfg, stop_at=2), frames=5, size_px=32, extra_loss=extra)
-    state, _, _ = checkpoint.load(out / "vae_state.safetensors")
+    train_vae(out, vae_cfg, dataclasses.replace(cfg, stop_at=2), extra_loss=extra)
+    state, _, _ = checkpoint.load(out / "state.safetensors")
     assert any(k.startswith("disc_opt.") for k in state)  # its optimiser state after its first step
     rows = [json.loads(line) for line in (out / "vae_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1]
@@ -249,14 +248,14 @@ def test_decoder_fine_tune_keeps_the_latent_space(tmp_path):
     """`decoder_from` trains the decoder only; encoder, latent statistics and the DiT of a
     generation checkpoint stay bit-identical, so a DiT trained on the old latents still fits."""
     from tessera.models.dit import DiT
-    from tessera.train import generator_tensors, replace_vae
+    from tessera.training import generator_tensors, replace_vae
 
     tiny = PRESETS["tiny"]
-    cfg = TrainConfig(steps=2, batch=1, warmup_steps=1, checkpoint_every=100)
-    base_path = train_vae(tmp_path / "base", tiny.vae, cfg, frames=5, size_px=32)
+    cfg = VAETrainConfig(steps=2, batch=1, warmup_steps=1, checkpoint_every=100, frames=5, size_px=32)
+    base_path = train_vae(tmp_path / "base", tiny.vae, cfg)
     base = load_video_vae(base_path)
     grown_cfg = dataclasses.replace(tiny.vae, decoder_refine_blocks=1)
-    tuned_path = train_vae(tmp_path / "tuned", grown_cfg, cfg, frames=5, size_px=32, decoder_from=base_path)
+    tuned_path = train_vae(tmp_path / "tuned", grown_cfg, dataclasses.replace(cfg, decoder_from=str(base_path)))
     tuned = load_video_vae(tuned_path)
     assert tuned.cfg.decoder_refine_blocks == 1
     old, new = base.state_dict(), tuned.state_dict()

@@ -7,11 +7,19 @@ import numpy as np
 import pytest
 
 from tessera.cli import main
-from tessera.data import captions
-from tessera.data.captions import simple_prompt, training_text
-from tessera.data.latents import clip_texts
-from tessera.data.wording import ATTRIBUTES, all_wordings, rich_caption, typo, vocab
-from tessera.data.world import BACKGROUNDS, ClipSpec, WorldConfig, all_combos, random_object, render, sample_spec
+from tessera.data.world import captions
+from tessera.data.world.captions import simple_prompt, training_text
+from tessera.data.world.latent_cache import clip_texts
+from tessera.data.world.scenes import (
+    BACKGROUNDS,
+    ClipSpec,
+    WorldConfig,
+    all_combos,
+    random_object,
+    render,
+    sample_spec,
+)
+from tessera.data.world.wording import ATTRIBUTES, all_wordings, rich_caption, typo, vocab
 from tessera.enhance import Enhanced, LMEnhancer, RuleEnhancer, named_attributes
 from tessera.eval import analyze_objects, paraphrase_cases, read_eval_set
 from tessera.pipeline import TesseraPipeline

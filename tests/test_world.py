@@ -2,17 +2,18 @@
 
 import numpy as np
 
-from tessera.data.captions import caption, training_text
-from tessera.data.dataset import world_clip
 from tessera.data.world import (
     BACKGROUNDS,
     COLOURS,
     WorldConfig,
     all_combos,
+    caption,
     held_out_combos,
     render,
     sample_spec,
     spec_for,
+    training_text,
+    world_clip,
 )
 from tessera.eval import analyze, eval_cases, score
 

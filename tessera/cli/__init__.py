@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tessera.cli import evaluate, generate, prepare, train, verify
+from tessera.cli import distill, evaluate, generate, prepare, train, verify
 from tessera.errors import TesseraError
 
-COMMANDS = (generate, verify, train, prepare, evaluate)
+COMMANDS = (generate, verify, train, distill, prepare, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,8 +20,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     scratch = tempfile.TemporaryDirectory()  # judged videos are marked like any other, but not kept in the ledger
     pipe = TesseraPipeline.from_single_file(args.checkpoint, ledger=Ledger(f"{scratch.name}/ledger.jsonl"))
+    if args.int8:
+        pipe.quantize_int8()
     if args.set == "two-object":
-        return cmd_eval_two_object(args)
+        return cmd_eval_two_object(args, pipe)
     cases = paraphrase_cases(args.prompts) if args.set == "paraphrase" else eval_cases(args.prompts, seed=args.seed)
     settings = dict(
         num_inference_steps=args.steps, guidance_scale=args.guidance, width=args.width, height=args.height,
@@ -43,6 +45,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result["size"] = f"{args.width or pipe.config.width_px}x{args.height or pipe.config.height_px}"
     result["duration_s"] = args.duration_s or pipe.config.duration_s
     result["scheduler"] = args.scheduler or pipe.scheduler.name
+    result["steps"] = args.steps or pipe.sampling["steps"]
+    result["int8"] = args.int8
     result["set"], result["enhance"] = args.set, not args.no_enhance
     print(json.dumps(result, indent=2))
     if args.json:
@@ -60,21 +64,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval_two_object(args: argparse.Namespace) -> int:
+def cmd_eval_two_object(args: argparse.Namespace, pipe) -> int:
     """Two objects per prompt, each judged on the pixels of its colour.
 
     Scores: both colours visible in at least half the frames; background; each object's shape and motion.
     Objects overlap and hide each other, so the judge is also run on the world's own renders of the
     same prompts ("judge_on_ground_truth"): the ceiling for shape and motion.
     """
-    import tempfile
-
     from tessera.eval import read_eval_set
-    from tessera.pipeline import TesseraPipeline
-    from tessera.safety.watermarker import Ledger
 
-    scratch = tempfile.TemporaryDirectory()
-    pipe = TesseraPipeline.from_single_file(args.checkpoint, ledger=Ledger(f"{scratch.name}/ledger.jsonl"))
     rows = read_eval_set("two_object")[: args.prompts]
     settings = dict(
         num_inference_steps=args.steps, guidance_scale=args.guidance, width=args.width, height=args.height,
@@ -116,7 +114,7 @@ def _judge_two(row: dict, frames) -> dict:
 def _render_two(row: dict, seed: int, shape: tuple) -> object:
     import numpy as np
 
-    from tessera.data.world import ClipSpec, random_object, render
+    from tessera.data.world.scenes import ClipSpec, random_object, render
 
     t, h, w, _ = shape
     rng = np.random.default_rng(seed)
@@ -138,8 +136,8 @@ def add_parser(sub) -> None:
     e.add_argument("--checkpoint", default=None)
     e.add_argument("--prompts", type=int, default=120)
     e.add_argument("--seed", type=int, default=1234)
-    e.add_argument("--steps", type=int, default=25)
-    e.add_argument("--guidance", type=float, default=4.0)
+    e.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 25)")
+    e.add_argument("--guidance", type=float, default=None, help="guidance (default: the model's, 4)")
     e.add_argument("--width", type=int, default=None)
     e.add_argument("--height", type=int, default=None)
     e.add_argument("--duration-s", type=float, default=None)
@@ -150,5 +148,6 @@ def add_parser(sub) -> None:
         help="template: prompts in the training wording; paraphrase: held-out free wordings; two-object",
     )  # fmt: skip
     e.add_argument("--no-enhance", action="store_true", help="give prompts to the text encoder as worded")
+    e.add_argument("--int8", action="store_true", help="int8 weights for the DiT's linear layers")
     e.add_argument("--json", default=None, help="also write per-prompt results here")
     e.set_defaults(func=cmd_eval)

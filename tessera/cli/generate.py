@@ -9,12 +9,32 @@ import time
 
 from tessera.cli.common import progress
 
+FAST_SCHEDULER, FAST_STEPS = "dpm++2m", 12  # --fast without a bundled student: a second-order solver, fewer steps
+
+
+def apply_fast(args: argparse.Namespace) -> None:
+    """--fast: the bundled few-step student when it ships (it brings its own sampling), else fewer solver steps."""
+    from tessera.pipeline import bundled_student
+
+    student = bundled_student()
+    if args.checkpoint is None and student.is_file():
+        args.checkpoint = str(student)
+    else:
+        args.scheduler = args.scheduler or FAST_SCHEDULER
+        args.steps = args.steps or FAST_STEPS
+
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from tessera.pipeline import TesseraPipeline
+    from tessera.safety.prompt_filter import PromptFilter
 
+    PromptFilter.default().enforce(args.prompt)  # refuses before any compute: UnsafePromptError, exit code 3
     t0 = time.time()
+    if args.fast:
+        apply_fast(args)
     pipe = TesseraPipeline.from_single_file(args.checkpoint)
+    if args.int8:
+        pipe.quantize_int8()
     kwargs = dict(
         negative_prompt=args.negative_prompt, num_inference_steps=args.steps, guidance_scale=args.guidance,
         width=args.width, height=args.height, duration_s=args.duration_s, fps=args.fps, seed=args.seed,
@@ -47,8 +67,8 @@ def add_parser(sub) -> None:
     g.add_argument("prompt")
     g.add_argument("-o", "--output", default="tessera.mp4")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--steps", type=int, default=25)
-    g.add_argument("--guidance", type=float, default=4.0)
+    g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 25)")
+    g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's, 4)")
     g.add_argument("--width", type=int, default=None, help="pixels (default: the model's, 256)")
     g.add_argument("--height", type=int, default=None, help="pixels (default: the model's, 256)")
     g.add_argument("--duration-s", type=float, default=None, help="seconds (default 2)")
@@ -61,4 +81,9 @@ def add_parser(sub) -> None:
         "--no-enhance", action="store_true", help="give the prompt to the text encoder as typed (no rewriting)"
     )
     g.add_argument("--scheduler", default=None, help="solver: euler (default) or another registered scheduler")
+    g.add_argument("--int8", action="store_true", help="int8 weights for the DiT's linear layers (less memory)")
+    g.add_argument(
+        "--fast", action="store_true",
+        help=f"the few-step student if one ships, else {FAST_SCHEDULER} at {FAST_STEPS} steps",
+    )  # fmt: skip
     g.set_defaults(func=cmd_generate)

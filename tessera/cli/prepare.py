@@ -14,12 +14,14 @@ from tessera.cli.common import UsageError
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Videos -> cleaned, captioned, encoded dataset; prints the summary table and JSON."""
     from tessera.checkpoint import CheckpointError
-    from tessera.data.filters import FilterConfig
-    from tessera.data.ingest import ShotConfig, SourceError
-    from tessera.data.prepare import PrepareConfig, prepare, summary_table
+    from tessera.data.ingest.filters import FilterConfig
+    from tessera.data.ingest.prepare import PrepareConfig, prepare, summary_table
+    from tessera.data.ingest.shots import ShotConfig
 
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers {args.workers} must be at least 1")
+    if args.gpus_per_encode < 0:
+        raise UsageError(f"--gpus-per-encode {args.gpus_per_encode} must be 0 or more")
     for name in ("captioner_model", "unsafe_model"):
         folder = getattr(args, name)
         if folder and not Path(folder).is_dir():
@@ -48,9 +50,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         clips_per_shard=args.clips_per_shard,
     )
     t0 = time.time()
+    runner = None
+    if args.ray is not None:
+        from tessera.data.ingest.ray_runner import RayRunner
+
+        runner = RayRunner(args.ray, args.workers, not args.quiet, gpus_per_encode=args.gpus_per_encode)
     try:
-        summary = prepare(args.src, args.out, cfg, workers=args.workers, progress=not args.quiet)
-    except (SourceError, CheckpointError, ValueError) as e:
+        summary = prepare(args.src, args.out, cfg, workers=args.workers or 1, progress=not args.quiet, runner=runner)
+    except (CheckpointError, ValueError) as e:  # settings, sources, checkpoint, out folder: exit 2
+        if isinstance(e, UsageError):
+            raise
         raise UsageError(str(e)) from e
     summary["seconds"] = round(time.time() - t0, 1)
     print(summary_table(summary), file=sys.stderr)
@@ -60,9 +69,27 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     pr = sub.add_parser("prepare", help="videos -> probed, split, filtered, captioned, encoded training dataset")
-    pr.add_argument("src", help="a folder, a glob (quoted) or a list file of videos (mp4, mov, mkv, webm, avi)")
+    pr.add_argument(
+        "src",
+        help="a folder, a glob (quoted) or a list file of videos (mp4, mov, mkv, webm, avi), "
+        "local or as an fsspec URL (s3://bucket/videos/ with s3fs installed)",
+    )
     pr.add_argument("--out", required=True, help="dataset folder; rerun with the same folder to resume")
-    pr.add_argument("--workers", type=int, default=1, help="processes per stage")
+    pr.add_argument(
+        "--workers", type=int, default=None, help="processes per stage (default 1); with --ray, tasks in flight"
+    )
+    pr.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="ADDRESS",
+        help="run the stages as Ray tasks on the cluster at ADDRESS: auto (default: the one `ray start` made), "
+        "HOST:PORT, or local (a Ray instance for this run); pip install 'tessera[ray]'",
+    )
+    pr.add_argument(
+        "--gpus-per-encode", type=float, default=1.0, help="with --ray on a cluster with GPUs: GPUs per encode task"
+    )
     pr.add_argument("--min-s", type=float, default=2.0, help="clips shorter than this many seconds are rejected")
     pr.add_argument("--max-s", type=float, default=8.0, help="longer shots are cut into clips of at most this")
     pr.add_argument("--shot-threshold", type=float, default=27.0, help="PySceneDetect ContentDetector threshold")
@@ -81,7 +108,7 @@ def add_parser(sub) -> None:
     pr.add_argument("--no-encode", action="store_true", help="stop after captions: no latents, no shards")
     pr.add_argument("--checkpoint", default=None, help="generation or VAE checkpoint for the latents; default: bundled")
     pr.add_argument("--shapes", default="256x256,448x256,256x448", help="training shapes WIDTHxHEIGHT, comma-separated")
-    pr.add_argument("--frames", type=int, default=17, help="frames per clip, 1 + 4k")
+    pr.add_argument("--frames", type=int, default=17, help="frames per clip, 1 + k × the VAE's time factor (4)")
     pr.add_argument("--fps", type=float, default=8.0, help="frame rate the clip frames are sampled at")
     pr.add_argument("--clips-per-shard", type=int, default=256)
     pr.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -11,7 +11,6 @@ Normalised means about zero mean and unit variance per channel, the space the Di
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -55,7 +54,7 @@ def check_video_shape(vae: VideoAutoencoder, frames: int, height_px: int, width_
 
 def load_video_vae(path: str | Path | None = None) -> VideoVAE:
     """A VideoVAE from a VAE checkpoint or from the VAE part of a generation checkpoint; default: the bundled one."""
-    path = Path(path) if path else Path(str(resources.files("tessera") / "weights" / "tessera-small.safetensors"))
+    path = Path(path) if path else checkpoint.bundled_path()
     return video_vae_from_checkpoint(path, *checkpoint.load(path))
 
 

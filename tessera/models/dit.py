@@ -18,6 +18,7 @@ text embedding. Output: the predicted velocity, same shape as the latent.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -120,11 +121,28 @@ class CrossAttention(nn.Module):
         self.q_norm, self.k_norm = RMSNorm(dim // heads), RMSNorm(dim // heads)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        q = self.q_norm(rearrange(self.q(x), "b n (h d) -> b h n d", h=self.heads))
+    def keys_values(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """text (B, L, D) -> normalised keys and values, each (B, h, L, d): the same at every denoising step."""
         k, v = rearrange(self.kv(text), "b m (two h d) -> two b h m d", two=2, h=self.heads)
-        o = attention(q, self.k_norm(k), v, mask, self.kind)  # (B, h, N, d)
+        return self.k_norm(k), v
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """x (B, N, D), kv from `keys_values`, mask (B, L) -> (B, N, D)."""
+        q = self.q_norm(rearrange(self.q(x), "b n (h d) -> b h n d", h=self.heads))
+        o = attention(q, *kv, mask, self.kind)  # (B, h, N, d)
         return self.out(rearrange(o, "b h n d -> b n (h d)"))
+
+
+@dataclass
+class TextKV:
+    """Every block's cross-attention keys and values for a batch of prompts (`DiT.prepare_text`).
+
+    The text does not change during a generation, so these are computed once and reused
+    at every step (the "KV-cache" of R20); `mask` (B, L) marks the real tokens.
+    """
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block: k, v each (B, heads, L, head_dim)
+    mask: torch.Tensor
 
 
 class DiTBlock(nn.Module):
@@ -140,12 +158,12 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
         self.mod_offset = nn.Parameter(torch.zeros(6, d))  # per-block adaLN-single offset
 
-    def forward(self, x, mod, text, text_mask, rope):
-        """x (B, N, D); mod (B, 6, D) shared modulation; text (B, L, D); text_mask (B, L)."""
+    def forward(self, x, mod, text_kv, text_mask, rope):
+        """x (B, N, D); mod (B, 6, D) shared modulation; text_kv this block's (k, v); text_mask (B, L)."""
         shift1, scale1, gate1, shift2, scale2, gate2 = (mod + self.mod_offset).unbind(1)  # each (B, D)
         h = self.norm1(x) * (1 + scale1[:, None]) + shift1[:, None]
         x = x + gate1[:, None] * self.attn(h, rope)
-        x = x + self.cross(self.norm2(x), text, text_mask)
+        x = x + self.cross(self.norm2(x), text_kv, text_mask)
         h = self.norm3(x) * (1 + scale2[:, None]) + shift2[:, None]
         return x + gate2[:, None] * self.mlp(h)
 
@@ -209,6 +227,15 @@ class DiT(nn.Module):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
+    def prepare_text(self, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> TextKV:
+        """text_tokens (B, L, Dt), text_mask (B, L) -> every block's cross-attention keys and values.
+
+        Pass the result as `text_kv` to `forward` at every step of a generation; the output
+        is the same as recomputing them from the tokens (same operations, same order).
+        """
+        text = self.text_embed(text_tokens)  # (B, L, D)
+        return TextKV([block.cross.keys_values(text) for block in self.blocks], text_mask)
+
     def forward(
         self,
         z: torch.Tensor,
@@ -216,20 +243,25 @@ class DiT(nn.Module):
         text_tokens: torch.Tensor,
         text_mask: torch.Tensor,
         text_pooled: torch.Tensor,
+        text_kv: TextKV | None = None,
     ) -> torch.Tensor:
-        """z (B, C, T, H, W), t (B,), text_tokens (B, L, Dt), text_mask (B, L), text_pooled (B, Dt) -> (B, C, T, H, W)."""
+        """z (B, C, T, H, W), t (B,), text_tokens (B, L, Dt), text_mask (B, L), text_pooled (B, Dt) -> (B, C, T, H, W).
+
+        `text_kv` (from `prepare_text` on the same tokens) skips recomputing the text keys and values.
+        """
         b, _, tt, hh, ww = z.shape
         grid = (tt // self.patch[0], hh // self.patch[1], ww // self.patch[2])
         x = self.x_embed(patchify(z, self.patch))  # (B, N, D)
         cond = self.t_embed(timestep_embedding(t, 256)) + self.pooled_embed(text_pooled)  # (B, D)
         mod = self.mod(cond).unflatten(1, (6, -1))  # (B, 6, D)
-        text = self.text_embed(text_tokens)  # (B, L, D)
+        if text_kv is None:
+            text_kv = self.prepare_text(text_tokens, text_mask)
         rope = self.rope(grid_positions(grid, device=z.device))  # cos, sin (N, Dh/2)
-        for block in self.blocks:
+        for block, kv in zip(self.blocks, text_kv.kv):
             if self.gradient_checkpointing and self.training:
-                x = checkpoint(block, x, mod, text, text_mask, rope, use_reentrant=False)
+                x = checkpoint(block, x, mod, kv, text_kv.mask, rope, use_reentrant=False)
             else:
-                x = block(x, mod, text, text_mask, rope)
+                x = block(x, mod, kv, text_kv.mask, rope)
         shift, scale = self.final_mod(cond).chunk(2, dim=-1)  # (B, D) each
         x = self.final_norm(x) * (1 + scale[:, None]) + shift[:, None]
         return unpatchify(self.final(x), grid, self.patch).float()  # (B, C, T, H, W)

@@ -17,9 +17,15 @@ longer than the step count.
 from __future__ import annotations
 
 from tessera.schedulers.base import FlowScheduler, SchedulerConfig, time_grid
+from tessera.schedulers.dpm import FlowMatchDPMSolverScheduler
 from tessera.schedulers.euler import FlowMatchEulerScheduler
+from tessera.schedulers.heun import FlowMatchHeunScheduler
 
-SCHEDULERS: dict[str, type[FlowScheduler]] = {"euler": FlowMatchEulerScheduler}
+SCHEDULERS: dict[str, type[FlowScheduler]] = {
+    "euler": FlowMatchEulerScheduler,
+    "heun": FlowMatchHeunScheduler,
+    "dpm++2m": FlowMatchDPMSolverScheduler,
+}
 
 
 def register_scheduler(name: str, cls: type[FlowScheduler]) -> None:
@@ -34,4 +40,13 @@ def get_scheduler(name: str = "euler") -> FlowScheduler:
     return SCHEDULERS[name]()
 
 
-__all__ = ["FlowScheduler", "SchedulerConfig", "FlowMatchEulerScheduler", "SCHEDULERS", "get_scheduler", "time_grid"]
+__all__ = [
+    "FlowScheduler",
+    "SchedulerConfig",
+    "FlowMatchEulerScheduler",
+    "FlowMatchHeunScheduler",
+    "FlowMatchDPMSolverScheduler",
+    "SCHEDULERS",
+    "get_scheduler",
+    "time_grid",
+]

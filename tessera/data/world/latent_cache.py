@@ -1,14 +1,13 @@
 """Latent cache: world clips encoded once by the VAE, with their candidate training texts.
 
-Training the DiT never decodes or renders video: it reads latents from safetensors shards
-(`shard_00000.safetensors`, ... each `clips_per_shard` clips) and texts from a JSON file
-beside each shard. Shards are written atomically and skipped when present, so an
+Training the DiT never decodes or renders video: it reads latents and texts from
+safetensors shards (`shard_00000.safetensors`, ... each `clips_per_shard` clips; the format
+of `tessera.data.shards`). Shards are written atomically and skipped when present, so an
 interrupted build resumes where it stopped and gives the same result.
 """
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 from pathlib import Path
 
@@ -17,11 +16,13 @@ import torch
 from einops import rearrange
 from tqdm import tqdm
 
-from tessera import checkpoint
-from tessera.data.captions import caption, simple_prompt
-from tessera.data.dataset import clip_rng
-from tessera.data.world import WorldConfig, render, sample_spec
+from tessera.data.shards import load_latent_groups, shard_name, write_shard
+from tessera.data.world.captions import caption, simple_prompt
+from tessera.data.world.samples import clip_rng
+from tessera.data.world.scenes import WorldConfig, render, sample_spec
 from tessera.models.vae import VideoVAE
+
+__all__ = ["build_latent_cache", "clip_texts", "load_latent_groups"]
 
 
 def clip_texts(spec, rng: np.random.Generator, wording: str = "template") -> list[str]:
@@ -71,7 +72,7 @@ def build_latent_cache(
     pool = mp.get_context("fork").Pool(workers) if workers > 1 else None
     try:
         for s in range(n_shards):
-            path = out / f"shard_{s:05d}.safetensors"
+            path = out / shard_name(s)
             paths.append(path)
             lo, hi = s * clips_per_shard, min(clips, (s + 1) * clips_per_shard)
             if path.exists():
@@ -97,30 +98,9 @@ def build_latent_cache(
                 "seed": world.seed,
                 "first": first_index + lo,
             }
-            checkpoint.save(path, {"latents": torch.cat(latents)}, meta, texts=json.dumps(texts))
+            write_shard(path, torch.cat(latents), texts, meta)
     finally:
         if pool:
             pool.terminate()
     bar.close()
     return paths
-
-
-def load_latent_groups(root: Path) -> list[tuple[torch.Tensor, list[list[str]]]]:
-    """Every shard under `root` (any depth), grouped by latent shape.
-
-    Returns one (latents (N, C, T', H', W') bf16, texts per clip) per shape, sorted by shape,
-    so a dataset may mix aspect ratios and lengths.
-    """
-    paths = sorted(Path(root).rglob("shard_*.safetensors"))
-    if not paths:
-        raise FileNotFoundError(
-            f"no latent shards under {root}; build them with `tessera train dit` or `tessera prepare`"
-        )
-    groups: dict[tuple[int, ...], tuple[list[torch.Tensor], list[list[str]]]] = {}
-    for p in paths:
-        tensors, _, meta = checkpoint.load(p)
-        z = tensors["latents"]
-        lat, texts = groups.setdefault(tuple(z.shape[1:]), ([], []))
-        lat.append(z)
-        texts += json.loads(meta["texts"])
-    return [(torch.cat(groups[k][0]), groups[k][1]) for k in sorted(groups)]

@@ -17,11 +17,15 @@ can be checked and thresholds retuned from the manifest without decoding again.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from tessera.data.ingest.probe import clip_times, read_frames
+from tessera.data.ingest.record import ClipRecord
 
 UNSAFE_NOT_CONFIGURED = "unsafe filter: not configured"
 
@@ -290,6 +294,20 @@ def measure(frames: np.ndarray, luma: np.ndarray, probe: dict, cfg: FilterConfig
         "motion": round(values["static"][0], 2),
     }
     return filters, facts
+
+
+def filter_clip(clip: ClipRecord, cfg: FilterConfig) -> dict:
+    """Stage 3: quality measures and caption facts of one clip, {"filters", "facts"} (or a rejection)."""
+    times = clip_times(clip.start_s, clip.end_s, cfg.analysis_fps, cfg.analysis_frames)
+    frames = read_frames(clip.source, times)
+    luma = read_frames(clip.source, times, fmt="gray")
+    if min(len(frames), len(luma)) < 2:
+        return {"reason": "undecodable", "detail": f"only {len(frames)} frame(s) decode in the clip"}
+    probe = dataclasses.asdict(clip.probe)
+    filters, facts = measure(frames, luma, probe, cfg)
+    filters["unsafe"] = unsafe_filter(frames, cfg)
+    facts.update(duration_s=round(clip.duration_s, 3), width_px=probe["width_px"], height_px=probe["height_px"])
+    return {"filters": filters, "facts": facts}
 
 
 # ----------------------------------------------------------------------------- unsafe content

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from einops import rearrange
 
-from tessera.data.captions import training_text
-from tessera.data.world import ClipSpec, WorldConfig, render, sample_spec
+from tessera.data.pixels import frames_to_tensor
+from tessera.data.world.captions import training_text
+from tessera.data.world.scenes import ClipSpec, WorldConfig, render, sample_spec
 
-
-def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> float (3, T, H, W) in [-1, 1]."""
-    x = torch.from_numpy(frames).float().div(127.5).sub(1.0)
-    return rearrange(x, "t h w c -> c t h w")
+__all__ = ["clip_rng", "frames_to_tensor", "vae_batch", "world_clip"]
 
 
 def clip_rng(seed: int, index: int) -> np.random.Generator:

@@ -1,4 +1,4 @@
-"""Rich wordings of the shapes world, read from `tessera/data/vocab/wording.json`.
+"""Rich wordings of the shapes world, read from `tessera/data/world/vocab/wording.json`.
 
 The vocabularies (colour names and shades, shape nouns and descriptions, motion verbs and
 phrases, background wordings, sentence shapes) are data, not code. Each list is split:
@@ -25,7 +25,7 @@ SPLITS = ("train", "heldout")
 @functools.lru_cache(maxsize=1)
 def vocab() -> dict:
     """The parsed vocabulary file (cached; treat as read-only)."""
-    text = (resources.files("tessera") / "data" / "vocab" / "wording.json").read_text(encoding="utf-8")
+    text = (resources.files("tessera") / "data" / "world" / "vocab" / "wording.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 

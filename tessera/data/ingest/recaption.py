@@ -19,6 +19,10 @@ from typing import Protocol
 
 import numpy as np
 
+from tessera.data.ingest.probe import clip_times, read_frames
+from tessera.data.ingest.record import ClipRecord
+from tessera.data.ingest.sources import title_of
+
 
 class Captioner(Protocol):
     name: str
@@ -193,3 +197,12 @@ def clip_texts(
     else:
         caption = caps[0]
     return {"title": title, "caption": caption, "captioner": captioner.name, "texts": list(dict.fromkeys(texts))}
+
+
+def caption_clip(clip: ClipRecord, model_path: str, long_title_words: int, fps: float) -> dict:
+    """Stage 4: title, long captions and candidate texts of one clip from its title and `clip.facts`."""
+    captioner = get_captioner(model_path)
+    frames = None
+    if model_path:
+        frames = read_frames(clip.source, clip_times(clip.start_s, clip.end_s, fps, 64))
+    return clip_texts(captioner, frames, title_of(clip.source), clip.facts or {}, clip.id, long_title_words)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tessera.data.wording import rich_caption
-from tessera.data.world import PHOTOS, ClipSpec, ShapeObject
+from tessera.data.world.scenes import PHOTOS, ClipSpec, ShapeObject
+from tessera.data.world.wording import rich_caption
 
 WORDINGS = ("template", "rich")  # template: the fixed phrases below; rich: the vocabularies of data/vocab
 RICH_TYPO_RATE = 0.02  # share of words misspelled in rich captions

@@ -1,0 +1,60 @@
+"""`tessera distill`: a few-step student of a generation checkpoint (tessera/distill.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from tessera.cli.common import UsageError
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    """Distil a generation checkpoint into a few-step student without guidance."""
+    from tessera.checkpoint import bundled_path
+    from tessera.distill import StudentConfig, train_student
+    from tessera.schedulers import SCHEDULERS
+
+    if args.teacher_scheduler not in SCHEDULERS:
+        raise UsageError(
+            f"--teacher-scheduler {args.teacher_scheduler!r} is unknown; choose one of {', '.join(sorted(SCHEDULERS))}"
+        )
+    if not 1 <= args.student_steps <= 8:
+        raise UsageError(
+            f"--student-steps {args.student_steps} is outside 1..8; a few-step student samples in 1 to 8 steps"
+        )
+    for name in ("pairs", "distill_steps", "distill_batch", "teacher_steps"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1")
+    for name, v in (("--width", args.width), ("--height", args.height)):
+        if v % 32 or v <= 0:
+            raise UsageError(
+                f"{name} {v} is not a multiple of 32 (VAE 16 x patch 2); try {max(32, round(v / 32) * 32)}"
+            )
+    sc = StudentConfig(
+        pairs=args.pairs, teacher_scheduler=args.teacher_scheduler, teacher_steps=args.teacher_steps,
+        guidance=args.guidance, steps=args.distill_steps, batch=args.distill_batch, lr=args.distill_lr,
+        student_steps=args.student_steps, height_px=args.height, width_px=args.width,
+        duration_s=args.duration_s, seed=args.seed,
+    )  # fmt: skip
+    summary = train_student(args.teacher or bundled_path(), args.out, sc)
+    print(json.dumps(summary))
+    return 0
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("distill", help="few-step student of a generation checkpoint (reflow, guidance distilled in)")
+    s.add_argument("--out", required=True, help="folder for the pairs, the state and the student checkpoint")
+    s.add_argument("--teacher", default=None, help="generation checkpoint to distil (default: the bundled model)")
+    s.add_argument("--pairs", type=int, default=1024, help="teacher (noise, sample) pairs")
+    s.add_argument("--teacher-scheduler", default="dpm++2m")
+    s.add_argument("--teacher-steps", type=int, default=12)
+    s.add_argument("--guidance", type=float, default=4.0, help="teacher guidance, distilled into the student")
+    s.add_argument("--distill-steps", type=int, default=2000, help="student training steps")
+    s.add_argument("--distill-batch", type=int, default=8)
+    s.add_argument("--distill-lr", type=float, default=5e-5)
+    s.add_argument("--student-steps", type=int, default=4, help="Euler steps the student samples with")
+    s.add_argument("--width", type=int, default=256)
+    s.add_argument("--height", type=int, default=256)
+    s.add_argument("--duration-s", type=float, default=2.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_distill)

@@ -1,0 +1,248 @@
+"""The lexical layer of the prompt filter: high-precision terms and names, matched after normalisation.
+
+Terms (`data/lexicon.tsv`) and names (`data/public_figures.tsv`) are folded exactly as the prompt
+is (`normalize.clean`), so homoglyphs, leetspeak, spacing and repeated letters are undone on both
+sides. A word also matches when it is one edit away from a term of five letters or more and is not
+itself an English word (the text encoder's vocabulary decides), and when two neighbouring words
+joined make a term ("por n"). Chinese and Japanese terms match as substrings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+
+from tessera.safety.normalize import clean, squeeze
+
+CATEGORIES = ("sexual", "minors", "violence", "self_harm", "weapons", "hate", "real_people")
+# Which category a prompt gets when several match: the most severe first.
+PRIORITY = ("minors", "sexual", "self_harm", "weapons", "violence", "hate", "real_people")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+_WORD = re.compile(r"[\w*]+")
+_NUMBER_WORDS = (
+    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen".split()
+)
+_AGE = re.compile(r"\b(\d{1,2}|" + "|".join(_NUMBER_WORDS) + r")\s*(?:years?|yrs?|yo)\b(?:\s*old)?")
+_PERSON_CUES = frozenset(
+    """president senator politician minister chancellor governor mayor candidate king queen prince princess pope
+    singer rapper actor actress celebrity famous star popstar athlete player billionaire ceo speech speaking says
+    saying said interview press conference rally campaign face he she his her him himself herself mr mrs ms wife
+    husband realistic photorealistic lifelike footage deepfake news arrested concert album song tour""".split()
+)
+_REALISM = re.compile(
+    r"\b(?:realistic|photorealistic|photo-realistic|hyperrealistic|lifelike|life-like|real footage|news footage|"
+    r"deepfake|deep fake|face ?swap|looks real|real life|documentary footage|paparazzi|cctv|bodycam)\b",
+    re.IGNORECASE,
+)
+_CAPITALISED_NAME = re.compile(r"\b([A-Z][a-z]+)\s+((?:[A-Z][a-z]*\.?\s+)?[A-Z][a-z'\-]+)")
+
+
+@dataclass
+class Match:
+    group: str  # a category, or minor / instruction / make / weapon
+    term: str  # the term as written in the data file
+    start: int  # first token index in the normalised prompt
+    end: int  # one past the last token
+
+
+@dataclass
+class LexicalResult:
+    category: str | None  # the refusal category, None when the lexicon allows the prompt
+    matches: list[Match] = field(default_factory=list)
+    minor: bool = False  # a child is named (a term or an age under 18)
+
+    @property
+    def reason(self) -> str:
+        hits = [m.term for m in self.matches if m.group == self.category] or [m.term for m in self.matches]
+        return ", ".join(dict.fromkeys(hits))
+
+
+def _tokens(text: str) -> list[str]:
+    return _WORD.findall(text)
+
+
+def _close(a: str, b: str) -> bool:
+    """Damerau-Levenshtein distance between a and b is at most 1."""
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (
+            len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+        )
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    i = next((k for k in range(len(short)) if short[k] != long_[k]), len(short))
+    return short[i:] == long_[i + 1 :]
+
+
+def _deletes(word: str) -> set[str]:
+    return {word} | {word[:i] + word[i + 1 :] for i in range(len(word))}
+
+
+class Lexicon:
+    """Terms by group; `find(prompt)` returns the matches, `classify(prompt)` the category."""
+
+    def __init__(self, rows: list[tuple[str, str]], vocabulary: frozenset[str] = frozenset()):
+        self.vocabulary = vocabulary
+        self.phrases: dict[str, list[tuple[tuple[str, ...], str, str]]] = {}  # first squeezed token -> entries
+        self.cjk: list[tuple[str, str, str]] = []
+        self.fuzzy: dict[str, list[tuple[str, str, str]]] = {}  # delete-neighbour -> (squeezed term, group, term)
+        self.words: set[str] = set()
+        self.names: dict[str, list[tuple[str, str, str]]] = {}  # either word of a two-word name -> (first, last, name)
+        for group, term in rows:
+            self._add(group, term)
+
+    def _add(self, group: str, term: str) -> None:
+        norm = clean(term)
+        if _CJK.search(norm):
+            self.cjk.append((norm.replace(" ", ""), group, term))
+            return
+        toks = tuple(_tokens(norm))
+        variants = {toks, (("".join(toks)),)} if len(toks) > 1 else {toks}
+        for v in variants:
+            self.phrases.setdefault(squeeze(v[0]), []).append((v, group, term))
+            self.words.update(v)
+        if group == "real_people" and len(toks) == 2:
+            for k in toks:
+                self.names.setdefault(k, []).append((toks[0], toks[1], term))
+        if len(toks) == 1 and len(toks[0]) >= 5 and group not in ("allow", "real_people", "real_people?"):
+            sq = squeeze(toks[0])
+            for d in _deletes(sq):
+                self.fuzzy.setdefault(d, []).append((sq, group, term))
+
+    @staticmethod
+    def _same(word: str, term: str) -> bool:
+        if word == term:
+            return True
+        if "*" in word and len(word) == len(term):
+            return all(a == b or a == "*" for a, b in zip(word, term))
+        sq = squeeze(term)
+        return len(sq) >= 4 and squeeze(word) == sq
+
+    def _phrase_at(self, toks: list[str], i: int) -> list[tuple[int, str, str]]:
+        found = []
+        word = toks[i]
+        entries = self.phrases.get(squeeze(word), [])
+        if "*" in word:
+            entries = [
+                e for k, v in self.phrases.items() if len(k) <= len(word) for e in v if len(e[0][0]) == len(word)
+            ]
+        for entry, group, term in entries:
+            n = len(entry)
+            if i + n <= len(toks) and all(self._same(toks[i + k], entry[k]) for k in range(n)):
+                found.append((n, group, term))
+        return found
+
+    def _fuzzy_at(self, word: str) -> list[tuple[str, str]]:
+        if len(word) < 4 or word in self.vocabulary or word in self.words or not word.isalpha():
+            return []
+        sq = squeeze(word)
+        out = {}
+        for d in _deletes(sq):
+            for term_sq, group, term in self.fuzzy.get(d, ()):
+                if _close(sq, term_sq):
+                    out[(group, term)] = None
+        return list(out)
+
+    def _name_at(self, a: str, b: str) -> list[str]:
+        """Two-word names with one word exact and the other one edit away ("Tayler Swift")."""
+        out = []
+        for first, last, name in self.names.get(a, []) + self.names.get(b, []):
+            if (a == first and len(b) >= 4 and _close(b, last)) or (b == last and len(a) >= 4 and _close(a, first)):
+                out.append(name)
+        return out
+
+    def find(self, text: str) -> list[Match]:
+        """All matches in one normalised text, allow-listed phrases removed, nested matches dropped."""
+        toks = _tokens(text)
+        found: list[Match] = []
+        for i in range(len(toks)):
+            found += [Match(g, t, i, i + n) for n, g, t in self._phrase_at(toks, i)]
+            found += [Match(g, t, i, i + 1) for g, t in self._fuzzy_at(toks[i])]
+            if i + 1 < len(toks):
+                found += [Match("real_people", t, i, i + 2) for t in self._name_at(toks[i], toks[i + 1])]
+            if i + 1 < len(toks) and min(len(toks[i]), len(toks[i + 1])) <= 3:
+                joined = [toks[i] + toks[i + 1]]
+                found += [Match(g, t, i, i + 2) for n, g, t in self._phrase_at(joined, 0) if n == 1 and g != "allow"]
+        compact = text.replace(" ", "")
+        found += [Match(g, t, 0, 0) for term, g, t in self.cjk if term in compact]
+        allowed = [m for m in found if m.group == "allow"]
+        found = [
+            m for m in found if m.group != "allow" and not any(a.start <= m.start and m.end <= a.end for a in allowed)
+        ]
+        return [
+            m
+            for m in found
+            if not any(
+                o is not m and o.start <= m.start and m.end <= o.end and o.end - o.start > m.end - m.start
+                for o in found
+            )
+        ]
+
+    def classify(self, prompt: str) -> LexicalResult:
+        """The category the terms alone decide, from every normalised reading of the prompt."""
+        views = {clean(prompt, "i"), clean(prompt, "l"), clean(prompt, article=False)}
+        matches = [m for v in views for m in self.find(v)]
+        groups = {m.group for m in matches}
+        minor = "minor" in groups or any(_is_minor_age(v) for v in views)
+        if minor and groups & {"sexual", "violence"}:
+            groups.add("minors")
+        if {"weapon", "instruction", "make"} <= groups:
+            groups.add("weapons")
+            matches.append(Match("weapons", "instructions for a weapon", 0, 0))
+        if "real_people" not in groups and (name := person_named(prompt, matches)):
+            groups.add("real_people")
+            matches.append(Match("real_people", name, 0, 0))
+        category = next((c for c in PRIORITY if c in groups), None)
+        return LexicalResult(category, matches, minor)
+
+
+def _is_minor_age(text: str) -> bool:
+    for m in _AGE.finditer(text):
+        n = m.group(1)
+        age = int(n) if n.isdigit() else _NUMBER_WORDS.index(n) + 1
+        if age < 18:
+            return True
+    return False
+
+
+def _data(name: str) -> list[str]:
+    text = resources.files("tessera.safety").joinpath("data", name).read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@cache
+def load_rows() -> tuple[tuple[str, str], ...]:
+    """(group, term) rows of the lexicon, names included as real_people terms (ambiguous ones as `name?`)."""
+    rows = [tuple(line.split("\t")[:2]) for line in _data("lexicon.tsv")]
+    for line in _data("public_figures.tsv"):
+        name, _, aliases = line.partition("\t")
+        for n in [name] + [a.strip() for a in aliases.split(",") if a.strip()]:
+            rows.append(("real_people?" if n.startswith("~") else "real_people", n.lstrip("~")))
+    return tuple(rows)
+
+
+@cache
+def first_names() -> frozenset[str]:
+    return frozenset(w for line in _data("first_names.txt") for w in line.split())
+
+
+def person_named(prompt: str, matches: list[Match]) -> str | None:
+    """A real person the prompt names: a listed name, an ambiguous one with a person cue, or a
+    realistic depiction of '<Given name> <Surname>'. Returns the name, or None."""
+    names = [m.term for m in matches if m.group == "real_people"]
+    if names:
+        return names[0]
+    words = set(_tokens(clean(prompt)))
+    ambiguous = [m.term for m in matches if m.group == "real_people?"]
+    if ambiguous and words & _PERSON_CUES:
+        return ambiguous[0]
+    if _REALISM.search(prompt):
+        for m in _CAPITALISED_NAME.finditer(prompt):
+            if m.group(1).lower() in first_names():
+                return f"{m.group(1)} {m.group(2)}"
+    return None

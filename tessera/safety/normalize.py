@@ -1,0 +1,96 @@
+"""Text normalisation for the prompt filter: undo the usual ways of hiding a word.
+
+`fold` maps look-alike characters onto plain lower-case letters (NFKC, accents, Cyrillic and
+Greek homoglyphs, zero-width characters). `leet` reads digits and symbols inside words as
+letters ("p0rn", "$3x"). `clean` chains both and also joins spaced-out or dotted letters
+("n u d e", "n.u.d.e") and shortens runs of a repeated letter ("nuuuude"); its output is
+what the classifier reads. The lexical layer (`lexicon.py`) matches on tokens of the same text.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# Characters that render as nothing (zero-width, joiners, soft hyphen, direction marks).
+_INVISIBLE = dict.fromkeys(
+    map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff\u00ad\u180e\u034f")
+)
+
+# Look-alikes of Latin letters in other scripts (lower case; NFKC has already folded
+# full-width and mathematical letters). Matching the lexicon folds its terms the same way,
+# so Russian terms still match Russian text.
+_CONFUSABLES = str.maketrans(
+    {
+        # Cyrillic
+        "а": "a", "в": "b", "е": "e", "ё": "e", "з": "3", "к": "k", "м": "m", "н": "h", "о": "o",
+        "р": "p", "с": "c", "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j",
+        "ԁ": "d", "ԛ": "q", "ԝ": "w", "һ": "h", "ӏ": "l", "ь": "b", "п": "n", "г": "r", "д": "d",
+        "и": "u", "л": "n", "ц": "u", "ш": "w", "щ": "w", "ы": "bl", "я": "r", "ю": "io", "ж": "x",
+        "б": "6", "ч": "4", "й": "u", "ф": "f", "э": "e", "ъ": "b",
+        # Greek
+        "α": "a", "β": "b", "γ": "y", "δ": "d", "ε": "e", "ζ": "z", "η": "n", "θ": "o", "ι": "i",
+        "κ": "k", "λ": "l", "μ": "u", "ν": "v", "ξ": "e", "ο": "o", "π": "n", "ρ": "p", "σ": "o",
+        "ς": "c", "τ": "t", "υ": "u", "φ": "f", "χ": "x", "ψ": "w", "ω": "w",
+        # Latin variants and symbols
+        "ı": "i", "ſ": "s", "ℓ": "l", "ł": "l", "ø": "o", "đ": "d", "ħ": "h", "ŧ": "t", "ß": "ss",
+        "æ": "ae", "œ": "oe", "þ": "th", "ɑ": "a", "ɡ": "g", "ʀ": "r", "ᴀ": "a", "ʏ": "y",
+    }
+)  # fmt: skip
+
+# Digits and symbols read as letters inside a word.
+_LEET = {"0": "o", "1": "i", "2": "z", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g"}
+_LEET.update({"@": "a", "$": "s", "!": "i", "|": "l", "+": "t", "€": "e", "£": "l", "¢": "c", "(": "c"})
+_LEET_CHARS = re.escape("".join(_LEET))
+_CHUNK = re.compile(rf"[\w{_LEET_CHARS}*]+")
+# Numbers with units stay as they are: "3d", "4k", "1080p", "60fps", "12th".
+_UNIT = re.compile(r"\d+(?:st|nd|rd|th|d|k|p|fps|s|x|m|h|min|px|mm|cm|km|kg|am|pm)?")
+_HAS_LETTER = re.compile(r"[^\W\d_]")
+_SPACED = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][ .\-_·•]){2,}[^\W\d_](?![^\W\d_])")
+_DOTTED = re.compile(r"(?<=[^\W\d_])[._·•`^~]+(?=[^\W\d_])")
+_RUN = re.compile(r"(.)\1{2,}")
+
+
+def fold(text: str) -> str:
+    """NFKC, lower case, no invisible characters, no accents, homoglyphs as Latin letters."""
+    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).casefold()
+    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return unicodedata.normalize("NFC", text).translate(_CONFUSABLES)
+
+
+def _leet_chunk(chunk: str, one: str) -> str:
+    if not _HAS_LETTER.search(chunk) or _UNIT.fullmatch(chunk) or not any(c in _LEET for c in chunk):
+        return chunk
+    return "".join(one if c in "1|" else _LEET.get(c, c) for c in chunk)
+
+
+def leet(text: str, one: str = "i") -> str:
+    """Read digits and symbols inside words as letters; `one` is what "1" and "|" become."""
+    return _CHUNK.sub(lambda m: _leet_chunk(m.group(0), one), text)
+
+
+def join_spaced(text: str, article: bool = True) -> str:
+    """'n u d e' and 'n.u.d.e' -> 'nude' (three or more single letters in a row).
+
+    With `article`, a leading 'a' or 'i' followed by a space stays a word: 'a p o r n' -> 'a porn'.
+    """
+
+    def join(m: re.Match) -> str:
+        run = m.group(0)
+        lead = run[:2] if article and run[:2] in ("a ", "i ") and len(run) >= 7 else ""
+        return lead + re.sub(r"[ .\-_·•]", "", run[len(lead) :])
+
+    return _SPACED.sub(join, text)
+
+
+def clean(text: str, one: str = "i", article: bool = True) -> str:
+    """The text both filter layers read: folded, leet decoded, spaced letters joined, runs cut to two."""
+    text = join_spaced(leet(fold(text), one), article)
+    text = _DOTTED.sub("", text).replace("-", " ")
+    text = _RUN.sub(r"\1\1", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def squeeze(word: str) -> str:
+    """Every run of a repeated character cut to one ('killl' -> 'kil'): how the lexicon compares words."""
+    return re.sub(r"(.)\1+", r"\1", word)

@@ -1,0 +1,197 @@
+"""The prompt filter (R15): refuses high-risk prompts before any compute, with the category and a reason.
+
+Two layers read the normalised prompt (`normalize.clean`: homoglyphs, leetspeak, spacing, repeated
+letters undone):
+
+1. the lexicon (`lexicon.py`): high-precision terms in nine languages, a list of public figures, and a
+   few rules (a child named together with sexual or violent terms; how-to wording about a weapon);
+2. a linear classifier over the text encoder's pooled embedding (the MiniLM the model uses, so
+   paraphrases land near their meaning) and hashed character n-grams (so misspellings keep most of
+   their features). Each category has its own threshold, chosen on the validation split.
+   Prompts longer than `segment_words` words are also scored clause by clause, so a harmless
+   preamble cannot dilute a harmful clause.
+
+The weights (`prompt_filter.safetensors`) are rebuilt by `python -m tessera.safety.train_filter`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import zlib
+from dataclasses import asdict, dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tessera.errors import UnsafePromptError
+from tessera.safety.lexicon import CATEGORIES, Lexicon, load_rows
+from tessera.safety.normalize import clean
+
+log = logging.getLogger(__name__)
+
+CLASSES = ("benign", *CATEGORIES)  # classifier outputs, in this order
+DESCRIPTIONS = {
+    "sexual": "sexual content or nudity",
+    "minors": "sexual or violent content involving minors",
+    "violence": "graphic violence or gore",
+    "self_harm": "self-harm or suicide",
+    "weapons": "instructions for weapons or explosives",
+    "hate": "hate or harassment",
+    "real_people": "a realistic depiction of a real, named person",
+}
+_CLAUSE = re.compile(r"[.;,:!?]|\b(?:and|then|while|but|with|where|after|before)\b")
+
+
+@dataclass
+class FilterConfig:
+    ngram_dims: int = 4096  # hashed character n-gram buckets
+    ngram_min: int = 3
+    ngram_max: int = 5
+    max_tokens: int = 128  # the filter reads more of a prompt than the generator's 32 tokens
+    segment_words: int = 12  # longer prompts are also scored clause by clause
+
+
+@dataclass
+class Decision:
+    allowed: bool
+    category: str | None  # one of CATEGORIES when refused
+    score: float  # 1.0 for a lexical match, else the classifier's probability for `category` (or the highest)
+    reason: str
+
+
+def weights_path() -> Path:
+    return Path(str(resources.files("tessera.safety").joinpath("prompt_filter.safetensors")))
+
+
+def char_ngrams(text: str, cfg: FilterConfig) -> np.ndarray:
+    """(ngram_dims,) log counts of hashed character n-grams of each word (with its boundaries), L2-normalised."""
+    v = np.zeros(cfg.ngram_dims, dtype=np.float32)
+    for word in text.split():
+        w = f" {word} "
+        for n in range(cfg.ngram_min, cfg.ngram_max + 1):
+            for i in range(max(1, len(w) - n + 1)):
+                v[zlib.crc32(w[i : i + n].encode()) % cfg.ngram_dims] += 1.0
+    v = np.log1p(v)
+    return v / max(float(np.linalg.norm(v)), 1e-8)
+
+
+@torch.inference_mode()
+def embed(encoder, texts: list[str], max_tokens: int) -> torch.Tensor:
+    """(B, D) mean of the encoder's token embeddings over real tokens, L2-normalised.
+
+    The same pooling as `TextEncoder`, padded to the longest prompt rather than to a fixed length
+    (so one short prompt costs one short forward pass) and reading up to `max_tokens` tokens.
+    """
+    batch = encoder.tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
+    ids, mask = batch["input_ids"].to(encoder.device), batch["attention_mask"].to(encoder.device)
+    h = encoder.model(input_ids=ids, attention_mask=mask).last_hidden_state.float().cpu()  # (B, L, D)
+    m = mask.cpu()[..., None].float()  # (B, L, 1)
+    pooled = (h * m).sum(1) / m.sum(1).clamp_min(1)  # (B, D)
+    return torch.nn.functional.normalize(pooled, dim=-1)
+
+
+def features(encoder, texts: list[str], cfg: FilterConfig) -> torch.Tensor:
+    """(B, D + ngram_dims) classifier input for already-normalised texts."""
+    grams = torch.from_numpy(np.stack([char_ngrams(t, cfg) for t in texts]))  # (B, ngram_dims)
+    return torch.cat([embed(encoder, texts, cfg.max_tokens), grams], dim=1)
+
+
+def segments(text: str, cfg: FilterConfig) -> list[str]:
+    """The normalised prompt, plus its clauses when it is longer than `segment_words` words."""
+    if len(text.split()) <= cfg.segment_words:
+        return [text]
+    parts = [p.strip() for p in _CLAUSE.split(text) if p and len(p.split()) >= 2]
+    return [text] + list(dict.fromkeys(parts))
+
+
+def vocabulary(encoder) -> frozenset[str]:
+    """Whole English words the encoder's tokenizer knows: the lexicon does not read these as misspellings."""
+    return frozenset(w for w in encoder.tokenizer.get_vocab() if w.isalpha())
+
+
+class PromptFilter:
+    """`check(prompt)` -> Decision; `enforce(prompt)` raises UnsafePromptError when refused.
+
+    Pass the generator's `text_encoder` to share it (nothing is loaded twice); `PromptFilter.default()`
+    is a cached instance with its own encoder.
+    """
+
+    def __init__(self, text_encoder=None, weights: str | Path | None = None):
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        path = Path(weights) if weights else weights_path()
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        self.cfg = FilterConfig(**{k: int(meta[k]) for k in asdict(FilterConfig()) if k in meta})
+        t = load_file(str(path))
+        self.weight, self.bias = t["weight"], t["bias"]  # (C, F), (C,)
+        embed_dim = self.weight.shape[1] - self.cfg.ngram_dims
+        if text_encoder is not None and not _is_minilm(text_encoder, embed_dim):
+            log.info("the given text encoder is not the MiniLM the filter was trained on; loading the MiniLM")
+            text_encoder = None
+        if text_encoder is None:
+            from tessera.models.text import TextEncoder
+
+            text_encoder = TextEncoder()
+        self.encoder = text_encoder
+        self.thresholds = dict(zip(CATEGORIES, t["thresholds"].tolist()))
+        self.lexicon = Lexicon(list(load_rows()), vocabulary(text_encoder))
+
+    @classmethod
+    def default(cls) -> PromptFilter:
+        return _default()
+
+    def probabilities(self, texts: list[str]) -> torch.Tensor:
+        """(B, C) class probabilities for already-normalised texts."""
+        return torch.softmax(features(self.encoder, texts, self.cfg) @ self.weight.T + self.bias, dim=-1)
+
+    def check(self, prompt: str) -> Decision:
+        if not clean(prompt):
+            return Decision(True, None, 0.0, "empty prompt")  # nothing to refuse; the caller reports it as bad input
+        lexical = self.lexicon.classify(prompt)
+        if lexical.category:
+            return Decision(False, lexical.category, 1.0, f"matched {lexical.reason!r}")
+        probs = self.probabilities(segments(clean(prompt), self.cfg)).amax(0)  # (C,)
+        scores = {c: float(probs[i + 1]) for i, c in enumerate(CATEGORIES)}
+        flagged = [c for c in CATEGORIES if scores[c] >= self.thresholds[c]]
+        if not flagged:
+            top = max(scores, key=scores.get)
+            return Decision(True, None, scores[top], f"highest score {top} {scores[top]:.2f}")
+        category = max(flagged, key=lambda c: scores[c] / self.thresholds[c])
+        score = scores[category]
+        reason = f"classifier score {score:.2f} for {category} >= threshold {self.thresholds[category]:.2f}"
+        if category in ("sexual", "violence") and lexical.minor:
+            category = "minors"  # a child is named: sexual or violent content involving minors
+        return Decision(False, category, score, reason)
+
+    def enforce(self, prompt: str) -> Decision:
+        """Return the decision when allowed; raise UnsafePromptError(category, message) when refused."""
+        d = self.check(prompt)
+        if not d.allowed:
+            log.info("prompt refused: %s (%s)", d.category, d.reason)
+            raise UnsafePromptError(
+                d.category,
+                f"the prompt was refused by the safety filter: {DESCRIPTIONS[d.category]} (category {d.category}; "
+                f"{d.reason}); Tessera does not generate this, rephrase the prompt without it",
+            )
+        return d
+
+
+def _is_minilm(encoder, dim: int) -> bool:
+    """The classifier reads MiniLM embeddings: another encoder (T5, CLIP, ...) cannot be shared."""
+    cfg = getattr(encoder, "cfg", None)
+    return (
+        getattr(cfg, "kind", "minilm") == "minilm"
+        and getattr(encoder, "dim", dim) == dim
+        and hasattr(encoder, "tokenizer")
+    )
+
+
+@cache
+def _default() -> PromptFilter:
+    return PromptFilter()

@@ -1,0 +1,175 @@
+"""Faster generation: text keys/values reused across steps, int8 weights."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tessera import checkpoint
+from tessera.cli import main
+from tessera.cli.generate import FAST_STEPS
+from tessera.config import DiTConfig, model_config_from_dict
+from tessera.export import probe
+from tessera.models.dit import DiT
+from tessera.models.quant import Int8Linear, quantize_int8, weight_bytes
+from tessera.models.text import TextEmbedding
+from tessera.pipeline import TesseraPipeline, guided_velocity
+from tessera.safety.watermarker import Ledger
+from tessera.schedulers import get_scheduler
+
+
+def _random_dit(depth: int = 2) -> DiT:
+    torch.manual_seed(0)
+    dit = DiT(DiTConfig(in_channels=4, width=64, depth=depth, heads=2, text_dim=32)).eval()
+    for p in dit.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    return dit
+
+
+def _cond(b: int, seed: int, dim: int = 32) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(b, 6, dtype=torch.bool)
+    mask[:, 4:] = False
+    return {
+        "text_tokens": torch.randn(b, 6, dim, generator=g),
+        "text_mask": mask,
+        "text_pooled": torch.randn(b, dim, generator=g),
+    }
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_prepared_text_kv_gives_the_same_velocity(autocast):
+    dit = _random_dit()
+    z, t, cond = torch.randn(2, 4, 2, 4, 4), torch.tensor([0.3, 0.9]), _cond(2, 1)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        kv = dit.prepare_text(cond["text_tokens"], cond["text_mask"])
+        plain = dit(z, t, **cond)
+        cached = dit(z, t, **cond, text_kv=kv)
+        other = dit(z, t, **_cond(2, 2))
+    assert len(kv.kv) == 2 and kv.kv[0][0].shape == (2, 2, 6, 32)  # (B, heads, L, head_dim)
+    assert torch.equal(plain, cached)
+    assert not torch.allclose(plain, other)  # the cache does carry the text
+
+
+def _sample(dit, cond: dict, uncond: dict, guidance: float, reuse: bool, noise: torch.Tensor) -> torch.Tensor:
+    c, u = (TextEmbedding(d["text_tokens"], d["text_mask"], d["text_pooled"]) for d in (cond, uncond))
+    sched = get_scheduler("euler")
+    sched.set_timesteps(6, 3.0)
+    x = noise
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        velocity = guided_velocity(dit, c, u, guidance, reuse_text=reuse)
+        for t in sched.timesteps:
+            x = sched.step(velocity(x, t.expand(x.shape[0])), t, x)
+    return x
+
+
+@pytest.mark.parametrize("guidance", [1.0, 4.0])
+def test_guided_sampling_with_and_without_reuse_is_identical(guidance):
+    dit = _random_dit()
+    cond, uncond = _cond(2, 3), _cond(2, 4)
+    noise = torch.randn(2, 4, 2, 4, 4, generator=torch.Generator().manual_seed(5))
+    runs = [_sample(dit, cond, uncond, guidance, reuse, noise) for reuse in (False, True)]
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_int8_linear_is_its_dequantised_weight_and_close_to_the_original():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 48)
+    q = Int8Linear.from_linear(lin)
+    assert q.weight_int8.dtype == torch.int8 and q.scale.shape == (48,)
+    # per-channel symmetric: every row uses the full int8 range, rounding error at most half a step
+    assert (q.weight_int8.abs().amax(dim=1) == 127).all()
+    assert ((q.dequantized() - lin.weight).abs() <= q.scale[:, None] / 2 + 1e-7).all()
+    x = torch.randn(3, 5, 64)
+    with torch.no_grad():
+        exact = torch.nn.functional.linear(x, q.dequantized(), lin.bias)
+        assert torch.allclose(q(x), exact, atol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = q(x)
+        assert y.dtype == torch.bfloat16 and torch.allclose(y.float(), exact, atol=0.05, rtol=0.02)
+
+
+def test_int8_dit_from_a_checkpoint_is_smaller_and_close(tiny_checkpoint):
+    tensors, config, _ = checkpoint.load(tiny_checkpoint)
+    cfg = model_config_from_dict(config)
+    dit = DiT(cfg.dit).eval()
+    dit.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "dit").items()})
+    with torch.no_grad():
+        for p in dit.parameters():  # the tiny checkpoint's blocks are near zero; make them matter
+            p.add_(torch.randn_like(p) * 0.05)
+    z = torch.randn(2, cfg.dit.in_channels, 2, 4, 4)
+    t = torch.tensor([0.2, 0.8])
+    cond = _cond(2, 0, dim=cfg.dit.text_dim)
+    with torch.no_grad():
+        full = dit(z, t, **cond)
+        before = weight_bytes(dit)
+        quantize_int8(dit)
+        small = dit(z, t, **cond)
+    linears = [m for m in dit.modules() if isinstance(m, torch.nn.Linear)]
+    assert {type(dit.x_embed), type(dit.final)} == {torch.nn.Linear} and len(linears) == 2
+    assert isinstance(dit.blocks[0].attn.qkv, Int8Linear)
+    assert weight_bytes(dit) < 0.4 * before
+    rel = (small - full).norm() / full.norm()
+    assert 0 < rel < 0.03, rel
+
+
+def test_student_recipe_runs_end_to_end_and_learns_the_teacher(tiny_checkpoint, tmp_path):
+    out = tmp_path / "student"
+    cmd = [sys.executable, "-m", "tessera", "distill", "--teacher", str(tiny_checkpoint), "--out", str(out)]
+    cmd += ["--pairs", "8", "--teacher-steps", "4", "--distill-steps", "60", "--distill-batch", "4"]
+    cmd += ["--distill-lr", "3e-3", "--width", "128", "--height", "128", "--duration-s", "1"]
+    # one thread: the tiny model's ops are too small to share, and on a busy machine threads only wait
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    # the student's 4-step sample without guidance moves towards the teacher's guided ODE result
+    assert summary["few_step_mse_after"] < 0.7 * summary["few_step_mse_before"], summary
+    assert summary["loss_last"] < summary["loss_first"]
+    tensors, config, meta = checkpoint.load(summary["checkpoint"])
+    assert meta["kind"] == "generator" and json.loads(meta["sampling"]) == {
+        "scheduler": "euler",
+        "steps": 4,
+        "guidance": 1.0,
+    }
+    teacher, _, _ = checkpoint.load(tiny_checkpoint)
+    assert all(torch.equal(tensors[k], teacher[k]) for k in teacher if k.startswith("vae."))  # the VAE is shared
+    assert any(not torch.equal(tensors[k], teacher[k]) for k in teacher if k.startswith("dit."))
+
+
+def test_student_recipe_rejects_bad_input(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "tessera", "distill", "--out", str(tmp_path), "--student-steps", "20"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and "--student-steps 20" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_student_checkpoint_brings_its_own_sampling(tiny_checkpoint, tmp_path):
+    tensors, config, meta = checkpoint.load(tiny_checkpoint)
+    sampling = {"scheduler": "euler", "steps": 3, "guidance": 1.0}
+    path = tmp_path / "student.safetensors"
+    checkpoint.save(path, tensors, config, **{**meta, "sampling": json.dumps(sampling)})
+    calls = []
+    pipe = TesseraPipeline.from_single_file(path, ledger=Ledger(str(tmp_path / "ledger.jsonl")))
+    pipe(
+        "a red circle", width=128, height=128, duration_s=1, output_type="latent", callback=lambda i, n: calls.append(n)
+    )
+    assert calls == [3, 3, 3] and pipe.sampling == {"steps": 3, "guidance": 1.0}
+    assert pipe.check_request("a red circle", num_inference_steps=7).steps == 7  # a call still overrides
+    teacher = TesseraPipeline.from_single_file(tiny_checkpoint, ledger=Ledger(str(tmp_path / "ledger.jsonl")))
+    assert teacher.check_request("a red circle").steps == 25 and teacher.check_request("x").guidance == 4.0
+
+
+def test_cli_generate_int8_and_fast(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path / "home"))
+    out = tmp_path / "v.mp4"
+    args = ["generate", "a red circle", "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--int8", "--fast"]
+    assert main([*args, "--width", "128", "--height", "128", "--duration-s", "1"]) == 0
+    captured = capsys.readouterr()
+    assert f"{FAST_STEPS} steps" in captured.err  # no student for this checkpoint: the solver at fewer steps
+    assert probe(out)["frames"] == 9
