@@ -10,7 +10,8 @@ once); the DiT's weight memory in fp32 / bf16 / int8; cold
 `tessera generate` (process start -> MP4) with the defaults and with `--fast`.
 adherence: `tessera eval` judgements on every `--every`-th of its 120 prompts (same
 prompts and seeds as the full run) for each (solver, steps, int8) configuration; runs
-already in the JSON are kept, so the section resumes. plot: adherence vs model calls per
+already in the JSON are kept, so the section resumes. calls: 3 guided DiT calls with text
+K/V reused, recomputed, and in int8, interleaved (ratios per round, median). plot: adherence vs model calls per
 solver, `benchmarks/results/adherence_vs_steps.png`.
 """
 
@@ -117,6 +118,40 @@ def warm_speed(rounds: int) -> dict:
     }  # fmt: skip
 
 
+def dit_calls(rounds: int) -> dict:
+    """Seconds for 3 guided DiT calls (batch 2, 320 tokens: 256×256, 2 s): K/V reused, recomputed, int8; interleaved."""
+    import torch
+
+    from tessera.pipeline import TesseraPipeline, guided_velocity
+    from tessera.safety.watermarker import Ledger
+
+    tmp = tempfile.TemporaryDirectory()
+    pipe = TesseraPipeline.from_single_file(ledger=Ledger(f"{tmp.name}/l.jsonl"))
+    int8 = TesseraPipeline.from_single_file(ledger=Ledger(f"{tmp.name}/l.jsonl")).quantize_int8()
+    cond, uncond = pipe.text_encoder([PROMPT]), pipe.text_encoder([""])
+    z = torch.randn(1, *pipe.geometry.latent_shape(17, 256, 256))
+
+    def three_calls(model, reuse: bool) -> float:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            t0 = time.perf_counter()
+            velocity = guided_velocity(model, cond, uncond, 4.0, reuse_text=reuse)
+            for t in (0.9, 0.6, 0.3):
+                velocity(z, torch.tensor([t]))
+            return time.perf_counter() - t0
+
+    runs = {"reuse": [], "recompute": [], "int8": []}
+    for _ in range(rounds):
+        runs["reuse"].append(three_calls(pipe.transformer, True))
+        runs["recompute"].append(three_calls(pipe.transformer, False))
+        runs["int8"].append(three_calls(int8.transformer, True))
+    ratio = lambda a, b: round(statistics.median(x / y for x, y in zip(runs[a], runs[b])), 3)  # noqa: E731
+    return {
+        "median_s": {k: round(statistics.median(v), 2) for k, v in runs.items()},
+        "kv_reuse_speedup": ratio("recompute", "reuse"), "int8_speedup": ratio("reuse", "int8"),
+        "runs_s": {k: [round(x, 2) for x in v] for k, v in runs.items()},
+    }  # fmt: skip
+
+
 def cold_cli(runs: int) -> dict:
     """Process start -> MP4 with the defaults and with --fast; checks each file decodes to 17 frames of 256×256."""
     from tessera.export import probe
@@ -207,15 +242,15 @@ def plot(adherence: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["speed", "adherence", "plot"], default=None)
+    ap.add_argument("--only", choices=["speed", "calls", "adherence", "plot"], default=None)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cold-runs", type=int, default=3)
     ap.add_argument("--every", type=int, default=5, help="adherence on every k-th of the 120 eval prompts")
-    ap.add_argument("--out", default=str(RESULTS / "generate.json"))
+    ap.add_argument("--out", default=str(RESULTS / "speed.json"))
     args = ap.parse_args()
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.is_file() else {}
-    result = {"adherence": previous["adherence"]} if "adherence" in previous else {}  # finished runs are kept
+    result = {k: previous[k] for k in ("adherence", "dit_calls", "machine") if k in previous}  # finished runs are kept
     result["benchmark"] = "generation speed (warm and cold) and adherence vs steps, bundled model, 256x256, 2 s"
     if args.only in (None, "speed"):
         result["machine"] = machine()
@@ -223,6 +258,10 @@ def main() -> None:
         result["cold"] = cold_cli(args.cold_runs)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
+    if args.only in (None, "calls"):
+        result["machine"] = machine()
+        result["dit_calls"] = dit_calls(args.rounds * 3)
+        print(json.dumps(result["dit_calls"]), flush=True)
     if args.only in (None, "adherence"):
         adherence = result.setdefault("adherence", {})
         result["adherence_prompts"] = f"every {args.every}th of `tessera eval --prompts 120` (seed = index)"

@@ -104,7 +104,23 @@ def prompt_filter_section() -> dict:
     return result
 
 
-SECTIONS = {"prompt_filter": prompt_filter_section}
+def _watermark_section(name: str) -> dict:
+    """A watermark section of benchmarks/safety_watermark.py with its defaults (50 videos, 200 unmarked clips)."""
+    import argparse
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import safety_watermark
+
+    args = argparse.Namespace(videos=50, unmarked=200, steps=4, workers=2, cache="")
+    return safety_watermark.SECTIONS[name](args)
+
+
+SECTIONS = {
+    "prompt_filter": prompt_filter_section,
+    "watermark_robustness": lambda: _watermark_section("watermark_robustness"),
+    "watermark_false_positives": lambda: _watermark_section("watermark_false_positives"),
+}
 
 
 def main() -> None:

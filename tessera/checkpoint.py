@@ -13,7 +13,6 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tessera.errors import InputError
@@ -25,7 +24,7 @@ def bundled_path() -> Path:
 
 
 class CheckpointError(InputError):
-    """A checkpoint is missing, unreadable or of the wrong kind."""
+    """A checkpoint is missing, unreadable, damaged or of the wrong kind (bad input: exit code 2)."""
 
 
 def save(path: str | Path, tensors: dict[str, torch.Tensor], config: dict, **meta: str) -> None:
@@ -41,21 +40,43 @@ def save(path: str | Path, tensors: dict[str, torch.Tensor], config: dict, **met
 def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict[str, str]]:
     """Read a checkpoint: (tensors, config dict, other metadata). Raises CheckpointError."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass --checkpoint with a .safetensors file")
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        is_file = False
+    if not is_file:
+        raise CheckpointError(
+            f"checkpoint {str(path)[:200]} does not exist or is not a file; pass --checkpoint with a .safetensors file"
+        )
     try:
         tensors = load_file(str(path))
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as e:
+    except Exception as e:  # SafetensorError, OSError, ...: whatever a damaged file makes the reader raise
         raise CheckpointError(
             f"checkpoint {path} is not a readable safetensors file ({e}); re-download or retrain it"
         ) from e
     if "config" not in meta:
         raise CheckpointError(f"checkpoint {path} has no 'config' metadata; it was not written by tessera")
-    config = json.loads(meta.pop("config"))
+    try:
+        config = json.loads(meta.pop("config"))
+    except ValueError as e:
+        raise CheckpointError(
+            f"checkpoint {path} has config metadata that is not valid JSON ({e}); the file is damaged, "
+            "re-download or retrain it"
+        ) from e
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"checkpoint {path} has a config that is a JSON {type(config).__name__}, not an object; "
+            "the file is damaged, re-download or retrain it"
+        )
+    bad = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint {path} has NaN or infinite values in {bad}; the file is damaged, re-download or retrain it"
+        )
     return tensors, config, meta
 
 

@@ -7,7 +7,11 @@ JSON so a file always knows how to rebuild its model.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from dataclasses import dataclass, field
+
+from tessera.errors import InputError
 
 
 @dataclass
@@ -87,8 +91,14 @@ def to_dict(cfg) -> dict:
 _NESTED = {"vae": VAEConfig, "dit": DiTConfig, "text": TextConfig}
 
 
-def _build(cls, data: dict):
-    """Rebuild a config dataclass from `asdict` output; unknown keys are ignored."""
+def _build(cls, data: dict, where: str = "config"):
+    """Rebuild a config dataclass from `asdict` output; unknown keys are ignored.
+
+    Raises InputError (a ValueError) naming the field when a value has the wrong type (a config read from a
+    file may have been edited or damaged).
+    """
+    if not isinstance(data, dict):
+        raise InputError(f"{where} should be a JSON object of {cls.__name__} fields, got {type(data).__name__}")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:
@@ -96,11 +106,33 @@ def _build(cls, data: dict):
         v = data[f.name]
         sub = _NESTED.get(f.name) if cls is ModelConfig else None
         if sub is not None:
-            v = _build(sub, v)
-        elif isinstance(v, list):
-            v = tuple(v)
+            v = _build(sub, v, f"{where}.{f.name}")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            v = _checked(v, default, f"{where}.{f.name}")
         kwargs[f.name] = v
     return cls(**kwargs)
+
+
+def _checked(v, default, where: str):
+    """`v` (tuple for a JSON list) when it has the type of `default`; InputError otherwise."""
+    is_int = lambda x: isinstance(x, int) and not isinstance(x, bool)
+    if isinstance(default, bool):
+        ok, kind = isinstance(v, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = is_int(v), "an integer"
+    elif isinstance(default, float):
+        ok, kind = (is_int(v) or isinstance(v, float)) and math.isfinite(v), "a finite number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(v, str), "a string"
+    elif isinstance(default, tuple):
+        ok, kind = isinstance(v, list | tuple) and all(is_int(x) for x in v), "a list of integers"
+        v = tuple(v) if ok else v
+    else:
+        ok, kind = True, ""
+    if not ok:
+        raise InputError(f"{where} should be {kind}, got {json.dumps(v)[:60]}")
+    return v
 
 
 _SCALARS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
@@ -108,8 +140,6 @@ _SCALARS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)
 
 def build_config(cls, data: dict):
     """A config dataclass from a JSON dict; InputError (a ValueError) naming the field when a value has the wrong type."""
-    from tessera.errors import InputError
-
     if not isinstance(data, dict):
         raise InputError(f"{cls.__name__} config must be a JSON object, got {type(data).__name__}")
     cfg = _build(cls, data)

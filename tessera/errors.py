@@ -1,7 +1,7 @@
 """The errors Tessera raises on purpose, and the exit codes the CLI maps them to.
 
     0  success
-    1  `tessera verify` only: no watermark found
+    1  `tessera verify` only: the file is not traced to a generation (no mark, manifest or ledger match)
     2  bad input (arguments, files, checkpoints, configs): InputError
     3  refused by the prompt filter: UnsafePromptError
     4  internal error (a bug): a one-line message and a hint to report it

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import hashlib
 import json
 import math
 import uuid
@@ -142,7 +144,7 @@ class TesseraPipeline:
         self.scheduler = scheduler or get_scheduler("euler")
         self.watermarker = watermarker or Watermarker()
         self.ledger = ledger or Ledger()
-        self.prompt_filter = prompt_filter
+        self.prompt_filter = prompt_filter or _default_prompt_filter(text_encoder)
         self.enhancer = enhancer if enhancer is not None else RuleEnhancer()
         self.config = copy.deepcopy(config) if config else ModelConfig()
         self.config.dit = transformer.cfg
@@ -152,6 +154,16 @@ class TesseraPipeline:
         self.geometry = Geometry.of(vae, transformer.cfg)
         self.reuse_text = True  # cross-attention text keys/values computed once per generation
         self.sampling = dict(DEFAULT_SAMPLING)  # steps and guidance when a call does not say
+
+    @functools.cached_property
+    def model_hash(self) -> str:
+        """SHA-256 over the DiT's and the VAE's weights (names, shapes, bytes): the model the ledger and manifest name."""
+        digest = hashlib.sha256()
+        for prefix, module in (("dit", self.transformer), ("vae", self.vae)):
+            for k, v in module.state_dict().items():
+                digest.update(f"{prefix}.{k}{tuple(v.shape)}".encode())
+                digest.update(v.detach().float().cpu().numpy().tobytes())
+        return digest.hexdigest()
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -302,9 +314,8 @@ class TesseraPipeline:
             raise InputError(
                 'the prompt is empty; describe the video, e.g. "a red circle moving left on a black background"'
             )
-        if self.prompt_filter is not None:
-            for p in prompts + ([negative_prompt] if negative_prompt else []):
-                self.prompt_filter.enforce(p)
+        for p in prompts:  # the negative prompt names what must NOT appear ("gore, nudity"): not filtered
+            self.prompt_filter.enforce(p)  # UnsafePromptError before any compute
         return prompts
 
     def resolve_size(
@@ -411,15 +422,22 @@ class TesseraPipeline:
 
         generation_id = uuid.uuid4().hex
         frames = self.watermarker.mark(frames, self.name, generation_id)
+        records = []
+
+        def record(path: Path | None) -> None:
+            records.append(self.ledger.record(
+                frames, generation_id=generation_id, model_id=self.name, prompt=req.prompts[i], seed=req.seeds[i],
+                steps=req.steps, guidance=req.guidance, fps=req.fps, path=path, model_hash=self.model_hash,
+                filter_decision="allowed", enhanced_prompt=req.encoded_prompts[i],
+            ))  # fmt: skip
+
         path = req.output_paths[i]
-        if path is not None:
+        if path is None:
+            record(None)
+        else:  # recorded once the file is in place; if recording fails, the file is removed again
             meta = {"comment": f"tessera model={self.name} generation={generation_id}"}
-            path = write_mp4(frames, path, req.fps, metadata=meta)
-        record = self.ledger.record(
-            frames, generation_id=generation_id, model_id=self.name, prompt=req.prompts[i], seed=req.seeds[i],
-            steps=req.steps, guidance=req.guidance, fps=req.fps, enhanced_prompt=req.encoded_prompts[i],
-        )  # fmt: skip
-        return frames, generation_id, dataclasses.asdict(record), path
+            path = write_mp4(frames, path, req.fps, metadata=meta, on_written=record)
+        return frames, generation_id, dataclasses.asdict(records[0]), path
 
     def _outputs(self, req: Request, z: torch.Tensor, videos: list) -> VideoOutput | list[VideoOutput]:
         outs = []
@@ -432,6 +450,13 @@ class TesseraPipeline:
                 VideoOutput(frames, z[i].cpu(), gid, record, path, req.prompts[i], req.seeds[i], req.fps, enhanced)
             )
         return outs[0] if req.single else outs
+
+
+def _default_prompt_filter(text_encoder):
+    """The shipped prompt filter, sharing the pipeline's text encoder when it is the bundled MiniLM."""
+    from tessera.safety.prompt_filter import PromptFilter
+
+    return PromptFilter(text_encoder=text_encoder)
 
 
 def guided_velocity(model, cond: TextEmbedding, uncond: TextEmbedding, guidance: float, reuse_text: bool = True):

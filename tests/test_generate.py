@@ -140,13 +140,16 @@ def test_generated_file_carries_a_watermark_that_verify_reads(tiny_checkpoint, t
     args = ["generate", "a red circle", "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--steps", "2"]
     assert main(args + ["--width", "128", "--height", "128", "--duration-s", "1"]) == 0
     generation_id = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["generation_id"]
-    assert main(["verify", str(out)]) == 0
+    assert main(["verify", "--json", str(out)]) == 0
     found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert found["generation"]["generation_id"] == generation_id
+    assert found["ledger"]["generation_id"] == generation_id and found["ledger"]["by"] == "mark"
+    assert found["mark"]["origin"] == "ours" and found["manifest"]["signature_valid"]
+    assert found["manifest"]["generation"]["generation_id"] == generation_id
     # an unmarked video has no watermark: exit 1
     plain = write_mp4(np.full((9, 128, 128, 3), 40, dtype=np.uint8), tmp_path / "plain.mp4", fps=8)
-    assert main(["verify", str(plain)]) == 1
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["watermark"] is None
+    assert main(["verify", "--json", str(plain)]) == 1
+    found = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert not found["mark"]["present"] and not found["ledger"]["found"] and not found["traced"]
 
 
 def test_bundled_model_ships_and_generates(tmp_path):

@@ -14,6 +14,8 @@ from tessera.models.text import TextEncoder, default_model_path
 from tessera.models.vae import VideoVAE
 from tessera.pipeline import TesseraPipeline
 from tessera.safety import watermark
+from tessera.safety.ledger import prompt_sha256
+from tessera.safety.provenance import read_manifest
 from tessera.schedulers import FlowScheduler
 
 SMALL = dict(num_inference_steps=2, width=128, height=128, duration_s=1.0)
@@ -117,21 +119,24 @@ def test_save_and_load_pretrained_give_identical_outputs(pipe, tmp_path):
 def test_every_video_leaving_the_pipeline_is_marked_and_recorded(pipe, tmp_path):
     out = pipe("a red circle", seed=1, output_type="mp4", output_path=tmp_path / "a.mp4", **SMALL)
     assert out.path == tmp_path / "a.mp4" and out.path.is_file()
-    payload, _ = watermark.extract(out.frames)
+    keys = (pipe.watermarker.mark_key,)  # marks read only under the installation key
+    payload, _ = watermark.extract(out.frames, keys)
     assert watermark.payload_matches(payload, pipe.name, out.generation_id)
-    assert out.record["generation_id"] == out.generation_id and out.record["prompt"] == "a red circle"
+    assert watermark.extract(out.frames)[0] is None  # not under the public legacy key
+    assert out.record["generation_id"] == out.generation_id and out.record["prompt"] is None  # hash only
+    assert out.record["prompt_sha256"] == prompt_sha256("a red circle") and len(out.record["model_hash"]) == 64
+    assert read_manifest(out.path).signature_valid  # signed once the file was in place
     arr = pipe("a red circle", seed=1, **SMALL)  # frames only: marked and recorded too
-    assert watermark.payload_matches(watermark.extract(arr.frames)[0], pipe.name, arr.generation_id)
+    assert watermark.payload_matches(watermark.extract(arr.frames, keys)[0], pipe.name, arr.generation_id)
     assert arr.generation_id != out.generation_id and arr.record is not None
 
 
 def test_a_video_made_in_python_is_found_by_verify(pipe, tmp_path, capsys):
     out = pipe("a green square", seed=2, output_type="mp4", output_path=tmp_path / "v.mp4", **SMALL)
     capsys.readouterr()
-    assert main(["verify", str(out.path)]) == 0
+    assert main(["verify", "--json", str(out.path)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["generation"]["generation_id"] == out.generation_id
-    assert result["generation"]["prompt"] == "a green square"
+    assert result["ledger"]["generation_id"] == out.generation_id and result["mark"]["origin"] == "ours"
 
 
 def test_negative_prompt_latents_and_batches(pipe):

@@ -1,8 +1,7 @@
-"""Watermark and fingerprint: round trips, robustness to H.264 / resize / crop, no false positives."""
+"""Watermark and perceptual hash: round trips, robustness to H.264 / resize / crop / flip, keys, no false positives."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -13,9 +12,12 @@ from scipy.ndimage import gaussian_filter
 from tessera.export import read_video, write_mp4
 from tessera.safety import fingerprint as fp
 from tessera.safety import watermark as wm
+from tessera.safety.keys import LEGACY_KEY, InstallationKey
 
 T, H, W = 17, 256, 256
 PAYLOAD = wm.make_payload("tessera-small", "gen-0001")
+KEY = InstallationKey(bytes(range(32)), "test").derive("watermark")  # a fixed installation key
+KEYS = (KEY,)
 
 
 # -- clips ----------------------------------------------------------------------------------------
@@ -91,7 +93,7 @@ def clips() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """name -> (original, marked)."""
     out = {}
     for name, clip in (("disks", disks_clip()), ("texture", texture_clip())):
-        out[name] = (clip, wm.embed(clip, PAYLOAD))
+        out[name] = (clip, wm.embed(clip, PAYLOAD, KEY))
     return out
 
 
@@ -103,7 +105,7 @@ def test_round_trip_is_invisible_and_exact(clips, name):
     original, marked = clips[name]
     assert marked.shape == original.shape and marked.dtype == np.uint8
     assert 38.0 <= psnr(original, marked) < 60.0  # hidden, but actually there
-    payload, confidence = wm.extract(marked)
+    payload, confidence = wm.extract(marked, KEYS)
     assert payload == PAYLOAD
     assert confidence > 0.9
 
@@ -111,13 +113,13 @@ def test_round_trip_is_invisible_and_exact(clips, name):
 @pytest.mark.parametrize("name", ["disks", "texture"])
 def test_survives_h264_crf28(clips, name, tmp_path):
     decoded = h264(clips[name][1], tmp_path)
-    assert wm.extract(decoded)[0] == PAYLOAD
+    assert wm.extract(decoded, KEYS)[0] == PAYLOAD
 
 
 @pytest.mark.parametrize("name", ["disks", "texture"])
 @pytest.mark.parametrize("size", [192, 384])
 def test_survives_resize(clips, name, size):
-    found = wm.detect(resize(clips[name][1], size, size))
+    found = wm.detect(resize(clips[name][1], size, size), KEYS)
     assert found.payload == PAYLOAD
     assert found.scale == pytest.approx(size / W, rel=0.01)
 
@@ -126,59 +128,90 @@ def test_survives_resize(clips, name, size):
 def test_survives_central_crop(clips, name):
     cropped = centre_crop(clips[name][1], 0.8)
     assert cropped.shape[1:3] == (204, 204)
-    assert wm.extract(cropped)[0] == PAYLOAD
+    assert wm.extract(cropped, KEYS)[0] == PAYLOAD
 
 
 def test_survives_crop_resize_and_h264_together(clips, tmp_path):
     attacked = h264(resize(centre_crop(clips["disks"][1], 0.8), 154, 154), tmp_path)
-    assert wm.extract(attacked)[0] == PAYLOAD
+    assert wm.extract(attacked, KEYS)[0] == PAYLOAD
 
 
 @pytest.mark.parametrize(
     "make", [noise_clip, flat_shapes_clip, disks_clip, texture_clip], ids=["noise", "flat", "disks", "texture"]
 )
 def test_unmarked_clips_give_none(make):
-    payload, confidence = wm.extract(make())
+    payload, confidence = wm.extract(make(), KEYS)
     assert payload is None
     assert confidence < 0.5
 
 
 def test_unmarked_h264_clip_gives_none(tmp_path):
-    assert wm.extract(h264(disks_clip(seed=3), tmp_path))[0] is None
+    assert wm.extract(h264(disks_clip(seed=3), tmp_path), KEYS)[0] is None
 
 
 def test_wrong_payload_is_not_read(clips):
-    other = wm.embed(clips["disks"][0], wm.make_payload("tessera-small", "gen-0002"))
-    payload = wm.extract(other)[0]
+    other = wm.embed(clips["disks"][0], wm.make_payload("tessera-small", "gen-0002"), KEY)
+    payload = wm.extract(other, KEYS)[0]
     assert payload is not None and payload != PAYLOAD
     assert wm.payload_matches(payload, "tessera-small", "gen-0002")
     assert wm.payload_matches(payload, "tessera-small") and not wm.payload_matches(payload, "tessera-base")
 
 
+def test_another_installations_mark_is_found_but_not_read(clips):
+    """Same sync, other secret data layout and tag: sync found, no payload, under our key or the legacy one."""
+    other_key = InstallationKey(bytes(range(1, 33)), "other").derive("watermark")
+    found = wm.detect(wm.embed(clips["disks"][0], PAYLOAD, other_key), (KEY, LEGACY_KEY))
+    assert found.sync_found and found.payload is None and found.key is None
+    assert wm.detect(wm.embed(clips["disks"][0], PAYLOAD, other_key), (other_key,)).payload == PAYLOAD
+
+
+def test_legacy_marks_still_read_and_say_so(clips):
+    found = wm.detect(wm.embed(clips["texture"][0], PAYLOAD, LEGACY_KEY), (KEY, LEGACY_KEY))
+    assert found.payload == PAYLOAD and found.key == LEGACY_KEY
+
+
+def test_a_keyed_payload_cannot_be_forged_with_the_public_layout():
+    """Bits coded under the legacy (public) key do not pass the keyed check, and vice versa."""
+    soft = 1.0 - 2.0 * wm.encode_bits(PAYLOAD, LEGACY_KEY)
+    assert wm.decode_bits(soft, LEGACY_KEY) == PAYLOAD and wm.decode_bits(soft, KEY) is None
+    assert not np.array_equal(wm.layout(KEY).bit, wm.layout(LEGACY_KEY).bit)
+    assert np.array_equal(wm.layout(KEY).sync, wm.layout(LEGACY_KEY).sync)
+
+
+def test_survives_horizontal_flip(clips):
+    found = wm.detect(clips["disks"][1][:, :, ::-1], KEYS)
+    assert found.payload == PAYLOAD and found.mirrored
+
+
+def test_frames_smaller_than_a_tile_give_none():
+    found = wm.detect(np.zeros((1, 8, 8, 3), np.uint8), KEYS)
+    assert found.payload is None and found.confidence == 0.0
+
+
 def test_code_corrects_noise_and_rejects_random_bits():
     rng = np.random.default_rng(0)
-    coded = wm.encode_bits(PAYLOAD)  # (188,)
+    coded = wm.encode_bits(PAYLOAD, KEY)  # (188,)
     assert coded.shape == (wm.CODED_BITS,)
     noisy = (1.0 - 2.0 * coded) + rng.normal(0, 0.8, coded.shape)  # ~11 % of hard bits wrong
     assert np.mean((noisy < 0) != coded) > 0.05
-    assert wm.decode_bits(noisy) == PAYLOAD
-    assert all(wm.decode_bits(rng.normal(size=wm.CODED_BITS)) is None for _ in range(200))
+    assert wm.decode_bits(noisy, KEY) == PAYLOAD
+    assert all(wm.decode_bits(rng.normal(size=wm.CODED_BITS), KEY) is None for _ in range(200))
 
 
 def test_embed_and_extract_are_fast():
     clip = disks_clip(seed=5)
     start = time.process_time()
-    assert wm.extract(wm.embed(clip, PAYLOAD))[0] == PAYLOAD
+    assert wm.extract(wm.embed(clip, PAYLOAD, KEY), KEYS)[0] == PAYLOAD
     assert time.process_time() - start < 2.0
 
 
 def test_embed_rejects_bad_input():
     with pytest.raises(ValueError, match="uint8"):
-        wm.embed(np.zeros((2, 256, 256, 3), np.float32), PAYLOAD)
+        wm.embed(np.zeros((2, 256, 256, 3), np.float32), PAYLOAD, KEY)
     with pytest.raises(ValueError, match="too small"):
-        wm.embed(np.zeros((2, 64, 64, 3), np.uint8), PAYLOAD)
+        wm.embed(np.zeros((2, 64, 64, 3), np.uint8), PAYLOAD, KEY)
     with pytest.raises(ValueError, match="8 bytes"):
-        wm.embed(disks_clip(t=2), b"short")
+        wm.embed(disks_clip(t=2), b"short", KEY)
 
 
 # -- fingerprint ----------------------------------------------------------------------------------
@@ -192,44 +225,3 @@ def test_video_hash_is_robust_and_discriminative(clips, tmp_path):
     assert fp.hash_distance(h, fp.video_hash(clips["disks"][1])) < 0.1  # the watermark does not move it
     assert fp.hash_distance(h, fp.video_hash(texture)) > 0.3
     assert fp.hash_distance(h, fp.video_hash(disks_clip(seed=9))) > 0.3
-
-
-def record_for(frames: np.ndarray, generation_id: str) -> fp.GenerationRecord:
-    meta = dict(generation_id=generation_id, model_id="tessera-small", prompt="disks", seed=1, steps=30)
-    return fp.GenerationRecord.from_frames(frames, guidance=5.0, fps=16.0, **meta)
-
-
-def test_registry_add_get_nearest_and_payload(tmp_path):
-    registry = fp.FingerprintRegistry(tmp_path / "reg" / "fingerprints.jsonl")
-    assert registry.get("gen-a") is None and registry.nearest(disks_clip()) is None
-    a, b = disks_clip(seed=0), texture_clip(seed=1)
-    record_a = record_for(a, "gen-a")
-    registry.add(record_a)
-    registry.add(record_for(b, "gen-b"))
-    assert registry.get("gen-a") == record_a  # every field survives the JSON round trip
-    assert (record_a.width_px, record_a.height_px, record_a.frames) == (W, H, T)
-    match = registry.nearest(resize(b, 192, 192))
-    assert match is not None and match[0].generation_id == "gen-b" and match[1] < 0.1
-    assert registry.nearest(disks_clip(seed=9)) is None  # nothing close
-    assert registry.find_payload(wm.make_payload("tessera-small", "gen-b")).generation_id == "gen-b"
-
-
-def test_registry_survives_truncated_last_line(tmp_path):
-    path = tmp_path / "fingerprints.jsonl"
-    registry = fp.FingerprintRegistry(path)
-    registry.add(record_for(disks_clip(t=4), "gen-a"))
-    line = json.dumps(record_for(disks_clip(t=4), "gen-b").__dict__)
-    with open(path, "a") as f:
-        f.write(line[: len(line) // 2])  # a crash mid-write
-    assert [r.generation_id for r in registry.records()] == ["gen-a"]
-    registry.add(record_for(disks_clip(t=4), "gen-c"))
-    assert [r.generation_id for r in registry.records()] == ["gen-a", "gen-c"]
-    assert len(path.read_text().splitlines()) == 3  # the broken line stays, on its own
-
-
-def test_registry_default_path_follows_tessera_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("TESSERA_HOME", str(tmp_path / "home"))
-    registry = fp.FingerprintRegistry()
-    assert registry.path == tmp_path / "home" / "fingerprints.jsonl"
-    registry.add(record_for(disks_clip(t=4), "gen-a"))
-    assert fp.FingerprintRegistry().get("gen-a") is not None

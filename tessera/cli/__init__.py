@@ -1,19 +1,33 @@
-"""The `tessera` command: generate | verify | train | prepare | eval.
+"""The `tessera` command: generate | verify | ledger | train | distill | prepare | eval | serve | keys.
 
-Every user error (bad prompt, size, duration, checkpoint, output path) prints one line
-saying what was wrong and what to do, and exits with code 2; no tracebacks. Each command
-lives in its own module with its parser (`add_parser`) and its handler.
+Exit codes (see `tessera.errors`): 0 success; 1 `verify` found no watermark; 2 bad input
+(arguments, files, checkpoints, configs), one line saying what to change; 3 refused by the
+prompt filter; 4 internal error, one line and a hint to report it (the traceback only with
+TESSERA_DEBUG=1); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Each command lives in
+its own module with its parser (`add_parser`) and its handler, and validates every argument
+before any work.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
+import traceback
 
-from tessera.cli import distill, evaluate, generate, prepare, train, verify
-from tessera.errors import TesseraError
+from tessera.cli import distill, evaluate, generate, keys, ledger, prepare, serve, train, verify
+from tessera.errors import EXIT_INPUT, EXIT_INTERNAL, TesseraError
 
-COMMANDS = (generate, verify, train, distill, prepare, evaluate)
+COMMANDS = (generate, verify, ledger, train, distill, prepare, evaluate, serve, keys)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+REPORT_HINT = "this is a bug in tessera; rerun with TESSERA_DEBUG=1 for the traceback and report it"
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that `finally` blocks clean up as for Ctrl-C."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,14 +38,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line (some library messages span several)."""
+    return " ".join(str(e).split())
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command; returns its exit code (argparse's own errors and --help included)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse printed its usage line (exit 2) or the help (exit 0)
+        return e.code if isinstance(e.code, int) else EXIT_INPUT
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    previous = signal.SIG_DFL if previous is None else previous
     try:
         return args.func(args)
     except TesseraError as e:
-        print(f"tessera: error: {e}", file=sys.stderr)
+        print(f"tessera: error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("tessera: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print("tessera: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+    except Exception as e:  # a bug: one line and a hint, the traceback only when asked for
+        if os.environ.get("TESSERA_DEBUG") == "1":
+            traceback.print_exc()
+        print(f"tessera: internal error: {type(e).__name__}: {one_line(e)[:300]} ({REPORT_HINT})", file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)

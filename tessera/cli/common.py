@@ -1,12 +1,95 @@
-"""What every CLI command shares: the user-error type and a progress bar on stderr."""
+"""What every CLI command shares: the user-error type, argument checks, model loading and a
+progress bar on stderr."""
 
 from __future__ import annotations
 
+import math
 import sys
+from pathlib import Path
 
 from tessera.errors import InputError
 
 UsageError = InputError  # bad input from the user: printed as one line, exit code 2
+
+SEED_MAX = 2**64 - 1  # torch generators take 64-bit seeds
+
+
+def check_int(flag: str, value: int | None, lo: int, hi: int, hint: str = "") -> None:
+    """InputError unless `value` is None or an integer in lo..hi (both included)."""
+    if value is not None and not lo <= value <= hi:
+        raise UsageError(f"{flag} {value} is outside the accepted range {lo}–{hi}{'; ' + hint if hint else ''}")
+
+
+def check_side(flag: str, value: int | None) -> None:
+    """InputError unless `value` is None or a frame side the pipeline supports (multiples are checked by the model)."""
+    from tessera.geometry import MAX_SIDE_PX, MIN_SIDE_PX
+
+    if value is not None and not MIN_SIDE_PX <= value <= MAX_SIDE_PX:
+        near = min(max(value, MIN_SIDE_PX), MAX_SIDE_PX)
+        raise UsageError(
+            f"{flag} {value} px is outside the supported {MIN_SIDE_PX}–{MAX_SIDE_PX} px "
+            f"(the watermark needs {MIN_SIDE_PX}); try {near}"
+        )
+
+
+def check_number(flag: str, value: float | None, lo: float, hi: float, low_open: bool = False, hint: str = "") -> None:
+    """InputError unless `value` is None or a finite number in [lo, hi] ((lo, hi] with low_open)."""
+    if value is None:
+        return
+    above = value > lo if low_open else value >= lo
+    if not (math.isfinite(value) and above and value <= hi):
+        interval = f"{'(' if low_open else '['}{lo:g}, {hi:g}]"
+        raise UsageError(
+            f"{flag} {value} is outside the accepted range {interval} (a finite number){'; ' + hint if hint else ''}"
+        )
+
+
+def check_new_file(flag: str, path: str | None) -> None:
+    """InputError unless `path` is None or names a file (new or existing) in an existing folder."""
+    if path is None:
+        return
+    try:
+        ok = bool(path) and "\x00" not in path and Path(path).parent.is_dir() and not Path(path).is_dir()
+    except OSError:  # a name too long to look up
+        ok = False
+    if not ok:
+        raise UsageError(f"{flag} {path[:200]!r} must be a file in an existing folder; choose another path")
+
+
+def check_folder(flag: str, path: str | None) -> None:
+    """InputError unless `path` is None or can be (or already is) a folder: not a file, no NUL byte."""
+    if path is None:
+        return
+    try:
+        ok = bool(path) and "\x00" not in path and not Path(path).is_file()
+        ok = ok and not any(p.exists() and not p.is_dir() for p in Path(path).parents)
+    except OSError:
+        ok = False
+    if not ok:
+        raise UsageError(f"{flag} {path[:200]!r} cannot be a folder (a file is in the way); choose another path")
+
+
+def load_pipeline(path: str | None, **components):
+    """The generation model at `path` (default: the bundled one).
+
+    A checkpoint given by the user that cannot be read or built — damaged bytes, a config that is not
+    JSON or has wrong types or values, a text-encoder folder that is missing — is bad input: one line
+    naming the file, exit code 2. A failure of the bundled model is a bug and propagates.
+    """
+    from tessera.pipeline import TesseraPipeline
+
+    if path is None:
+        return TesseraPipeline.from_single_file(None, **components)
+    try:
+        return TesseraPipeline.from_single_file(path, **components)
+    except InputError:
+        raise
+    except Exception as e:
+        detail = " ".join(str(e).split())[:300]
+        raise UsageError(
+            f"checkpoint {path} cannot be built from its config ({type(e).__name__}: {detail}); "
+            "retrain or re-download it, or pass another --checkpoint"
+        ) from e
 
 
 def progress(desc: str):

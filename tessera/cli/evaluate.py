@@ -7,21 +7,50 @@ import json
 import time
 from pathlib import Path
 
-from tessera.cli.common import progress
+from tessera.cli.common import (
+    SEED_MAX,
+    UsageError,
+    check_int,
+    check_new_file,
+    check_number,
+    check_side,
+    load_pipeline,
+    progress,
+)
+from tessera.cli.generate import GUIDANCE_MAX, STEPS_MAX
 from tessera.eval import EVAL_SETS
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every argument of `eval`, checked before any work; UsageError with the accepted range."""
+    check_int("--prompts", args.prompts, 1, 100_000)
+    check_int("--seed", args.seed, 0, SEED_MAX)
+    if args.steps is not None:
+        check_int("--steps", args.steps, 1, STEPS_MAX)
+    if args.guidance is not None:
+        check_number("--guidance", args.guidance, 0.0, GUIDANCE_MAX)
+    check_side("--width", args.width)
+    check_side("--height", args.height)
+    check_number("--duration-s", args.duration_s, 0.0, 3600.0, low_open=True)
+    check_int("--batch", args.batch, 1, 1024)
+    check_new_file("--json", args.json)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     import tempfile
 
     from tessera.eval import adherence, eval_cases, paraphrase_cases
-    from tessera.pipeline import TesseraPipeline
     from tessera.safety.watermarker import Ledger
 
+    check_args(args)
     scratch = tempfile.TemporaryDirectory()  # judged videos are marked like any other, but not kept in the ledger
-    pipe = TesseraPipeline.from_single_file(args.checkpoint, ledger=Ledger(f"{scratch.name}/ledger.jsonl"))
+    pipe = load_pipeline(args.checkpoint, ledger=Ledger(f"{scratch.name}/ledger.sqlite3"))
     if args.int8:
         pipe.quantize_int8()
+    try:  # sizes and duration against the model (multiples of its patch, its longest clip)
+        pipe.resolve_size(args.width, args.height, args.duration_s, None)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
     if args.set == "two-object":
         return cmd_eval_two_object(args, pipe)
     cases = paraphrase_cases(args.prompts) if args.set == "paraphrase" else eval_cases(args.prompts, seed=args.seed)

@@ -1,13 +1,59 @@
-"""`tessera generate`: prompt -> watermarked MP4."""
+"""`tessera generate`: prompt -> watermarked MP4.
+
+Order of effects: every argument, the output path and the ledger are checked before any work
+(before the model loads); the pipeline then checks the request against the model (sizes,
+duration) before any compute, generates, writes the MP4 whole or not at all, and only then
+appends its fingerprint record.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
-from tessera.cli.common import progress
+from tessera.cli.common import SEED_MAX, UsageError, check_int, check_number, check_side, load_pipeline, progress
+
+GUIDANCE_MAX = 50.0
+STEPS_MAX = 1000
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every argument of `generate`, checked before any work; UsageError with the accepted range."""
+    if not args.prompt.strip():
+        raise UsageError(
+            'the prompt is empty; describe the video, e.g. "a red circle moving left on a black background"'
+        )
+    check_int("--seed", args.seed, 0, SEED_MAX, "seeds are 64-bit")
+    if args.steps is not None:
+        check_int("--steps", args.steps, 1, STEPS_MAX, "25 is the default")
+    if args.guidance is not None:
+        check_number("--guidance", args.guidance, 0.0, GUIDANCE_MAX, hint="4 is the default, 1 turns guidance off")
+    check_side("--width", args.width)
+    check_side("--height", args.height)
+    check_int("--fps", args.fps, 1, 60)
+    check_number("--duration-s", args.duration_s, 0.0, 3600.0, low_open=True)
+    if args.checkpoint is not None and not args.checkpoint:
+        raise UsageError("--checkpoint is empty; pass a .safetensors generation checkpoint or leave it out")
+
+
+def check_ledger() -> None:
+    """UsageError when the ledger could not be written; checked before any work, changes nothing."""
+    from tessera.safety.keys import tessera_home
+    from tessera.safety.ledger import LEDGER_FILE
+
+    path = tessera_home() / LEDGER_FILE
+    try:
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        ok = existing.is_file() if existing == path else existing.is_dir()
+        ok = ok and os.access(existing, os.W_OK | (0 if existing == path else os.X_OK))
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        raise UsageError(f"the ledger {path} cannot be written; set TESSERA_HOME to a writable folder")
+
 
 FAST_SCHEDULER, FAST_STEPS = "dpm++2m", 12  # --fast without a bundled student: a second-order solver, fewer steps
 
@@ -25,14 +71,17 @@ def apply_fast(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from tessera.pipeline import TesseraPipeline
-    from tessera.safety.prompt_filter import PromptFilter
+    from tessera.export import check_output_path
+    from tessera.safety.watermarker import Ledger
 
-    PromptFilter.default().enforce(args.prompt)  # refuses before any compute: UnsafePromptError, exit code 3
+    check_args(args)
+    check_output_path(args.output)
+    check_ledger()
     t0 = time.time()
     if args.fast:
         apply_fast(args)
-    pipe = TesseraPipeline.from_single_file(args.checkpoint)
+    # the pipeline's prompt filter refuses before any compute (UnsafePromptError, exit code 3)
+    pipe = load_pipeline(args.checkpoint, ledger=Ledger(store_prompt=args.store_prompt))
     if args.int8:
         pipe.quantize_int8()
     kwargs = dict(
@@ -40,7 +89,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         width=args.width, height=args.height, duration_s=args.duration_s, fps=args.fps, seed=args.seed,
         output_type="mp4", output_path=args.output, enhance=not args.no_enhance,
     )  # fmt: skip
-    req = pipe.check_request(args.prompt, **kwargs)  # every input checked before any compute
+    req = pipe.check_request(args.prompt, **kwargs)  # every input checked against the model before any compute
     print(
         f"generating {req.width_px}×{req.height_px}, {req.frames} frames at {req.fps} fps, {req.steps} steps",
         file=sys.stderr,
@@ -66,17 +115,23 @@ def add_parser(sub) -> None:
     g = sub.add_parser("generate", help="prompt -> MP4 with the bundled (or a given) model")
     g.add_argument("prompt")
     g.add_argument("-o", "--output", default="tessera.mp4")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 25)")
-    g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's, 4)")
+    g.add_argument("--seed", type=int, default=0, help=f"0–{SEED_MAX}")
+    g.add_argument("--steps", type=int, default=None, help=f"denoising steps, 1–{STEPS_MAX} (default: the model's, 25)")
+    g.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help=f"classifier-free guidance, 0–{GUIDANCE_MAX:g} (default: the model's, 4)",
+    )
     g.add_argument("--width", type=int, default=None, help="pixels (default: the model's, 256)")
     g.add_argument("--height", type=int, default=None, help="pixels (default: the model's, 256)")
     g.add_argument("--duration-s", type=float, default=None, help="seconds (default 2)")
-    g.add_argument("--fps", type=int, default=None, help="frames per second (default 8)")
+    g.add_argument("--fps", type=int, default=None, help="frames per second, 1–60 (default 8)")
     g.add_argument("--checkpoint", default=None, help="generation checkpoint (.safetensors); default: bundled")
     g.add_argument(
         "--negative-prompt", default=None, help="what the video should not show (replaces the empty prompt of guidance)"
     )
+    g.add_argument("--store-prompt", action="store_true", help="keep the prompt in the ledger (default: its hash only)")
     g.add_argument(
         "--no-enhance", action="store_true", help="give the prompt to the text encoder as typed (no rewriting)"
     )

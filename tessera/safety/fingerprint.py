@@ -1,38 +1,27 @@
-"""Generation records and a perceptual video hash, so a file can be traced to the generation that made it.
+"""A perceptual video hash: the fallback that traces a file to its ledger record when the mark is gone.
 
-Two ways back from a file to its `GenerationRecord`:
-
-* the watermark payload (`watermark.extract`) holds a hash of the generation id, matched by
-  `FingerprintRegistry.find_payload`;
-* when the watermark is gone, `video_hash` — a perceptual hash that survives re-encoding and
-  resizing — finds the closest record with `FingerprintRegistry.nearest`.
-
-The registry is an append-only JSONL file, one record per line, written with one `write` per
-record. A crash mid-write can leave a truncated last line; readers skip it and the next `add`
-starts on a fresh line, so the file stays readable.
+`video_hash` survives re-encoding and resizing; `Ledger.nearest` (tessera.safety.ledger) finds
+the closest record by it. A fallback must never name a generation for a clip that has too little
+structure to tell apart: a flat, near-flat or single-ramp frame hashes to (nearly) all zeros, the
+same as every other such frame. So a query needs `structure_levels` ≥ `MIN_STRUCTURE_LEVELS` and
+a record's hash needs `MIN_STRUCTURE_BITS` set outside the first DCT row and column (a plane's
+DCT lives only there) before they are compared.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-
 import numpy as np
 from scipy.fft import dctn
 
-from tessera.safety.watermark import luma, make_payload
+from tessera.safety.watermark import luma
 
 HASH_FRAMES = 4  # frames sampled evenly over the clip
 HASH_GRID_PX = 32  # each sampled frame is area-averaged to HASH_GRID_PX × HASH_GRID_PX luma
 HASH_DCT = 8  # the HASH_DCT × HASH_DCT lowest DCT frequencies, less DC, give HASH_DCT² - 1 bits per frame
 HASH_DEADZONE = 0.05  # a coefficient counts as positive above this fraction of the RMS coefficient
-MATCH_DISTANCE = 0.2  # `nearest` ignores records farther than this (re-encodes score < 0.1, other clips ~0.5)
+MATCH_DISTANCE = 0.12  # a fallback match must be this close (re-encodes and resizes score < 0.1, other clips ~0.5)
+MIN_STRUCTURE_LEVELS = 2.0  # luma RMS, in 8-bit levels, left on the hash grid after removing the best plane
+MIN_STRUCTURE_BITS = 12  # bits a hash must set outside the first DCT row and column, over all its frames
 
 
 # -- perceptual hash ------------------------------------------------------------------------------
@@ -47,6 +36,11 @@ def _area_average(image: np.ndarray, size: int) -> np.ndarray:
     col_edges = np.linspace(0, w, size + 1).astype(int)
     sums = np.add.reduceat(np.add.reduceat(image, row_edges[:-1], axis=0), col_edges[:-1], axis=1)  # (size, size)
     return sums / np.outer(np.diff(row_edges), np.diff(col_edges))
+
+
+def _picks(t: int) -> np.ndarray:
+    """Indices of the HASH_FRAMES frames sampled at fixed fractions of a clip of t frames."""
+    return np.round((np.arange(HASH_FRAMES) + 0.5) / HASH_FRAMES * t - 0.5).astype(int).clip(0, t - 1)
 
 
 def _frame_bits(y: np.ndarray) -> np.ndarray:
@@ -68,9 +62,7 @@ def video_hash(frames: np.ndarray) -> str:
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"frames must be (T, H, W, 3) with T ≥ 1, got {frames.shape}")
-    t = len(frames)
-    picks = np.round((np.arange(HASH_FRAMES) + 0.5) / HASH_FRAMES * t - 0.5).astype(int).clip(0, t - 1)
-    bits = np.concatenate([_frame_bits(luma(frames[i : i + 1])[0]) for i in picks])  # (HASH_FRAMES · 63,)
+    bits = np.concatenate([_frame_bits(luma(frames[i : i + 1])[0]) for i in _picks(len(frames))])  # (HASH_FRAMES · 63,)
     return np.packbits(bits).tobytes().hex()
 
 
@@ -84,127 +76,46 @@ def hash_distance(a: str, b: str) -> float:
     return float(np.mean(x != y))
 
 
-# -- records --------------------------------------------------------------------------------------
+# -- structure: which hashes may be compared at all ----------------------------------------------
 
 
-@dataclass
-class GenerationRecord:
-    """What made one generated clip."""
+def structure_levels(frames: np.ndarray) -> float:
+    """How much a clip's hash grid varies beyond a plane; uint8 (T, H, W, 3) -> luma RMS in levels.
 
-    generation_id: str
-    model_id: str
-    prompt: str
-    seed: int
-    steps: int
-    guidance: float
-    width_px: int
-    height_px: int
-    frames: int
-    fps: float
-    created_at: str  # ISO 8601, UTC
-    video_hash: str  # hex, from video_hash()
-    enhanced_prompt: str = ""  # what the text encoder read after the prompt enhancer ("" in older records)
-
-    @classmethod
-    def from_frames(cls, frames: np.ndarray, *, created_at: str | None = None, **meta) -> GenerationRecord:
-        """Fill size, frame count, hash and time from the frames (T, H, W, 3); `meta` gives the rest."""
-        t, h, w, _ = frames.shape
-        created_at = created_at or datetime.now(UTC).isoformat(timespec="seconds")
-        return cls(width_px=w, height_px=h, frames=t, created_at=created_at, video_hash=video_hash(frames), **meta)
-
-    @property
-    def payload(self) -> bytes:
-        """The watermark payload this generation's frames carry."""
-        return make_payload(self.model_id, self.generation_id)
-
-    @classmethod
-    def from_json(cls, obj: dict) -> GenerationRecord:
-        """Build from a parsed JSON object; unknown keys (from newer writers) are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
-        missing = required - obj.keys()
-        if missing:
-            raise ValueError(f"record lacks {sorted(missing)}")
-        return cls(**{k: obj[k] for k in names if k in obj})
+    The median over the sampled frames of the RMS left on the HASH_GRID_PX² grid after removing
+    its least-squares plane a + b·x + c·y: 0 for flat colours and linear ramps, ~0 for near-flat
+    clips, and 0 for frames smaller than the grid (they cannot be hashed).
+    """
+    h, w = frames.shape[1:3]
+    if h < HASH_GRID_PX or w < HASH_GRID_PX:
+        return 0.0
+    yy, xx = np.mgrid[:HASH_GRID_PX, :HASH_GRID_PX]
+    design = np.stack([np.ones(HASH_GRID_PX**2), yy.ravel(), xx.ravel()], 1)  # (G², 3)
+    rms = []
+    for i in _picks(len(frames)):
+        grid = _area_average(luma(frames[i : i + 1])[0], HASH_GRID_PX).ravel()  # (G²,)
+        fit, *_ = np.linalg.lstsq(design, grid, rcond=None)
+        rms.append(float(np.sqrt(np.mean((grid - design @ fit) ** 2))))
+    return float(np.median(rms))
 
 
-# -- registry -------------------------------------------------------------------------------------
+def structure_bits(hash_hex: str) -> int:
+    """Bits a `video_hash` sets outside the first row and column of each frame's DCT block."""
+    n = HASH_DCT**2 - 1
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(hash_hex), np.uint8))[: HASH_FRAMES * n]
+    block = np.concatenate([np.zeros((HASH_FRAMES, 1), np.uint8), bits.reshape(HASH_FRAMES, n)], 1)  # DC back in
+    block = block.reshape(HASH_FRAMES, HASH_DCT, HASH_DCT)  # (F, u, v)
+    return int(block[:, 1:, 1:].sum())
 
 
-def default_registry_path() -> Path:
-    """$TESSERA_HOME/fingerprints.jsonl, TESSERA_HOME defaulting to ~/.tessera."""
-    return Path(os.environ.get("TESSERA_HOME", "~/.tessera")).expanduser() / "fingerprints.jsonl"
-
-
-class FingerprintRegistry:
-    """Append-only JSONL store of `GenerationRecord`s."""
-
-    def __init__(self, path: str | Path | None = None):
-        self.path = Path(path) if path is not None else default_registry_path()
-
-    def add(self, record: GenerationRecord) -> None:
-        """Append one record as one line, with a single write, and sync it to disk."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(dataclasses.asdict(record), ensure_ascii=False, sort_keys=True) + "\n"
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                line = "\n" + line  # an earlier write was cut short: start on a fresh line
-            os.write(fd, line.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def records(self) -> Iterator[GenerationRecord]:
-        """Every readable record, oldest first.
-
-        Lines cut short by a crash mid-write are not valid JSON and are skipped; valid JSON that is
-        not a record is skipped with a warning.
-        """
-        if not self.path.exists():
-            return
-        for i, raw in enumerate(self.path.read_bytes().split(b"\n")):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except ValueError:  # truncated line (JSONDecodeError, UnicodeDecodeError)
-                continue
-            try:
-                record = GenerationRecord.from_json(obj)
-            except (ValueError, TypeError, AttributeError) as e:
-                warnings.warn(f"{self.path}:{i + 1} is not a generation record ({e}); skipped", stacklevel=2)
-                continue
-            yield record
-
-    def _latest(self, match) -> GenerationRecord | None:
-        """The last record for which `match(record)` is true, or None."""
-        found = None
-        for record in self.records():
-            if match(record):
-                found = record
-        return found
-
-    def get(self, generation_id: str) -> GenerationRecord | None:
-        """The latest record with this generation id, or None."""
-        return self._latest(lambda r: r.generation_id == generation_id)
-
-    def find_payload(self, payload: bytes) -> GenerationRecord | None:
-        """The latest record whose watermark payload is `payload` (from `watermark.extract`), or None."""
-        return self._latest(lambda r: r.payload == payload)
-
-    def nearest(
-        self, frames: np.ndarray, max_distance: float = MATCH_DISTANCE
-    ) -> tuple[GenerationRecord, float] | None:
-        """The record whose video hash is closest to these frames' (T, H, W, 3), and the distance.
-
-        None when the registry is empty or nothing is within `max_distance`.
-        """
-        query = video_hash(frames)
-        best: tuple[GenerationRecord, float] | None = None
-        for record in self.records():
-            d = hash_distance(query, record.video_hash)
-            if d <= max_distance and (best is None or d < best[1]):
-                best = (record, d)
-        return best
+def fallback_refusal(frames: np.ndarray) -> str | None:
+    """Why these frames (T, H, W, 3) must not be matched by hash, or None when they may be."""
+    h, w = frames.shape[1:3]
+    if h < HASH_GRID_PX or w < HASH_GRID_PX:
+        return f"frames of {w}×{h} px are smaller than the {HASH_GRID_PX}×{HASH_GRID_PX} hash grid"
+    level = structure_levels(frames)
+    if level < MIN_STRUCTURE_LEVELS:
+        return f"too little structure to match by hash ({level:.1f} levels beyond a plane; need {MIN_STRUCTURE_LEVELS})"
+    if structure_bits(video_hash(frames)) < MIN_STRUCTURE_BITS:
+        return f"hash too plain to match (fewer than {MIN_STRUCTURE_BITS} bits beyond the first DCT row and column)"
+    return None

@@ -1,0 +1,49 @@
+"""`tessera ledger export | prune`: the provenance ledger's records out as JSON lines, or old ones removed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime, timedelta
+
+from tessera.cli.common import UsageError
+
+
+def _ledger(args: argparse.Namespace):
+    from tessera.safety.keys import load_key
+    from tessera.safety.ledger import Ledger
+
+    try:
+        key = load_key(create=False)
+    except FileNotFoundError:
+        key = None  # export and prune do not need to check signatures
+    return Ledger(args.ledger, key=key)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        n = _ledger(args).export(args.output)
+    except OSError as e:
+        raise UsageError(f"cannot write {args.output} ({e.strerror}); choose another path") from e
+    print(json.dumps({"exported": n, "output": args.output}))
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    if args.older_than_days < 0:
+        raise UsageError(f"--older-than-days must be ≥ 0, got {args.older_than_days}; e.g. 365 keeps a year")
+    before = datetime.now(UTC) - timedelta(days=args.older_than_days)
+    print(json.dumps({"pruned": _ledger(args).prune(before), "before": before.isoformat(timespec="seconds")}))
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("ledger", help="export or prune the provenance ledger")
+    p.add_argument("--ledger", default=None, help="ledger file (default: $TESSERA_HOME/ledger.sqlite3)")
+    actions = p.add_subparsers(dest="action", required=True)
+    e = actions.add_parser("export", help="every record, with its signature, as JSON lines")
+    e.add_argument("output", help="a .jsonl file to write")
+    e.set_defaults(func=cmd_export)
+    r = actions.add_parser("prune", help="delete records older than a number of days")
+    r.add_argument("--older-than-days", type=float, required=True)
+    r.set_defaults(func=cmd_prune)

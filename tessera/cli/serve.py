@@ -1,0 +1,77 @@
+"""`tessera serve`: the HTTP API, its worker processes and the web page, with one command."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import sys
+from pathlib import Path
+
+from tessera.cli.common import UsageError
+
+
+def config_from_args(args: argparse.Namespace):
+    from tessera.serve.settings import ServeConfig, default_data_dir
+
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers {args.workers} must be 0 or more")
+    cfg = ServeConfig(
+        data_dir=Path(args.data) if args.data else default_data_dir(),
+        checkpoint=args.checkpoint,
+        device=args.device,
+        max_queue=args.max_queue,
+        retention_s=args.retention_h * 3600,
+        rate_per_min=args.rate_per_min,
+        quota_per_day=args.quota_per_day,
+        cors_origins=tuple(o for o in args.cors.split(",") if o) if args.cors else (),
+    )
+    if args.workers is not None:
+        cfg.workers = args.workers
+    else:
+        from tessera.serve.supervisor import gpu_count
+
+        cfg.workers = gpu_count() or 1
+    return cfg
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from tessera.serve.app import create_app
+    except ImportError as e:
+        raise UsageError(
+            f"tessera serve needs the serve extra ({e.name} is missing): pip install 'tessera[serve]'"
+        ) from e
+
+    cfg = config_from_args(args)
+    cfg.make_dirs()
+    lock = open(Path(cfg.data_dir) / "server.lock", "w")  # noqa: SIM115 (held for the life of the process)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+        raise UsageError(f"another tessera serve uses {cfg.data_dir}; stop it or pass another --data folder") from e
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    print(
+        f"tessera serve: http://{args.host}:{args.port}/ (data in {cfg.data_dir}, {cfg.workers} workers)",
+        file=sys.stderr,
+    )
+    uvicorn.run(create_app(cfg), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("serve", help="HTTP API + workers + web page (http://127.0.0.1:8000/)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--data", default=None, help="folder for jobs, videos and uploads (default: $TESSERA_HOME/serve)")
+    s.add_argument("--checkpoint", default=None, help="generation checkpoint; default: the bundled model")
+    s.add_argument("--workers", type=int, default=None, help="worker processes (default: one per GPU, else 1)")
+    s.add_argument("--device", default=None, help="cpu or cuda (default: a GPU if there is one)")
+    s.add_argument("--max-queue", type=int, default=64, help="queued jobs before POST answers 429")
+    s.add_argument("--retention-h", type=float, default=168.0, help="hours a result stays downloadable")
+    s.add_argument("--rate-per-min", type=int, default=60, help="default POST requests per key per minute")
+    s.add_argument("--quota-per-day", type=int, default=500, help="default jobs per key per 24 h")
+    s.add_argument("--cors", default="", help="comma-separated origins allowed by CORS (default: none, CORS off)")
+    s.set_defaults(func=cmd_serve)

@@ -1,0 +1,216 @@
+"""Worker processes: each loads the pipeline once, keeps it warm, and runs queued jobs one at a time.
+
+The pipeline is reached through three functions only, so a change of its API touches one place:
+`load_pipeline`, `check_request` (validation and prompt filter, no compute; the HTTP process
+calls it before accepting a job) and `run_generation` (one job -> one marked, recorded MP4).
+
+Run by `tessera serve`; by hand: `python -m tessera.serve.worker --data DIR --owner NAME`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tessera.errors import InputError
+from tessera.serve.db import JobStore
+
+log = logging.getLogger(__name__)
+
+MAX_STEPS = 200  # a server accepts fewer steps than the library (1000): one job must not hold a worker for hours
+
+
+class JobCancelled(Exception):
+    """The job's owner cancelled it (or the lease was lost) while it ran."""
+
+
+def load_pipeline(checkpoint: str | None, device: str | None):
+    """The pipeline with the prompt filter, where this Tessera has one (tessera.safety.prompt_filter)."""
+    from tessera.pipeline import TesseraPipeline
+
+    components = {}
+    try:
+        from tessera.safety.prompt_filter import PromptFilter
+
+        components["prompt_filter"] = PromptFilter.default()
+    except ImportError:
+        log.warning("no prompt filter in this installation (tessera.safety.prompt_filter); prompts are not screened")
+    return TesseraPipeline.from_single_file(checkpoint, device=device, **components)
+
+
+def _call_kwargs(params: dict) -> dict:
+    """API fields -> the pipeline's keyword arguments."""
+    return dict(
+        negative_prompt=params.get("negative_prompt"),
+        num_inference_steps=params.get("steps", 25),
+        guidance_scale=params.get("guidance", 4.0),
+        width=params.get("width"),
+        height=params.get("height"),
+        duration_s=params.get("duration_s"),
+        fps=params.get("fps"),
+        seed=params.get("seed", 0),
+    )
+
+
+def check_request(pipe, params: dict) -> dict:
+    """Validate one generation request without compute; returns the resolved size (frames, height, width, fps).
+
+    Raises InputError for a bad value, UnsafePromptError (with its category) for a refused prompt.
+    """
+    from tessera.schedulers import SCHEDULERS
+
+    steps = params.get("steps", 25)
+    if not 1 <= steps <= MAX_STEPS:
+        raise InputError(f"steps {steps} is outside 1–{MAX_STEPS} on this server; 25 is the default")
+    scheduler = params.get("scheduler") or "euler"
+    if scheduler not in SCHEDULERS:
+        raise InputError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(sorted(SCHEDULERS))}")
+    req = pipe.check_request(params.get("prompt", ""), **_call_kwargs(params))
+    return {"frames": req.frames, "height": req.height_px, "width": req.width_px, "fps": req.fps}
+
+
+def run_generation(pipe, params: dict, out_path: Path, on_progress) -> dict:
+    """One job: generate, watermark, write the MP4 at `out_path`, record the generation (all in the pipeline).
+
+    `on_progress(step, total)` is called after every denoising step; it may raise JobCancelled.
+    Returns {"generation_id", "path"}.
+    """
+    out = pipe(
+        params["prompt"],
+        scheduler=params.get("scheduler") or None,
+        output_type="mp4",
+        output_path=out_path,
+        callback=on_progress,
+        **_call_kwargs(params),
+    )
+    return {"generation_id": out.generation_id, "path": str(out.path)}
+
+
+# -- the worker loop ---------------------------------------------------------------------------------
+
+
+class Worker:
+    """Claims jobs from the store, runs them, reports progress and renews its lease."""
+
+    def __init__(self, store: JobStore, pipe, videos_dir: Path, owner: str, lease_s: float = 20.0):
+        self.store, self.pipe, self.videos_dir = store, pipe, Path(videos_dir)
+        self.owner, self.lease_s = owner, lease_s
+
+    def run_one(self) -> dict | None:
+        """Claim and run the oldest queued job; returns it (with its end state) or None when idle."""
+        job = self.store.claim(self.owner, self.lease_s)
+        if job is None:
+            return None
+        params = json.loads(job["params"])
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job["id"], stop), daemon=True)
+        beat.start()
+        try:
+            return self._run(job, params)
+        finally:
+            stop.set()
+            beat.join()
+
+    def _run(self, job: dict, params: dict) -> dict:
+        job_id = job["id"]
+
+        def on_progress(step: int, total: int) -> None:
+            if not self.store.report(job_id, self.owner, step, total, self.lease_s):
+                raise JobCancelled(job_id)
+
+        out = self.videos_dir / f"{job_id}.mp4"
+        try:
+            result = run_generation(self.pipe, params, out, on_progress)
+        except JobCancelled:
+            self.store.end(job_id, self.owner, "cancelled")
+            return {**job, "state": "cancelled"}
+        except Exception as e:  # a failed job must not take the worker down
+            log.exception("job %s failed", job_id)
+            self.store.end(job_id, self.owner, "failed", f"{type(e).__name__}: {e}")
+            return {**job, "state": "failed"}
+        if not self.store.finish(job_id, self.owner, Path(result["path"]).name, result["generation_id"]):
+            log.warning("job %s was taken back while it ran; its result is dropped", job_id)
+        return {**job, "state": "done", **result}
+
+    def _heartbeat(self, job_id: str, stop: threading.Event) -> None:
+        """Renew the lease while the job runs (also through text encoding and decoding, between steps)."""
+        while not stop.wait(self.lease_s / 4):
+            job = self.store.get_job(job_id)
+            if job is None or job["state"] != "running" or job["lease_owner"] != self.owner:
+                return
+            self.store.report(job_id, self.owner, job["step"], job["total"], self.lease_s)
+
+    def serve_forever(self, poll_s: float = 0.2, parent_pid: int | None = None) -> None:
+        while parent_pid is None or os.getppid() == parent_pid:
+            if self.run_one() is None:
+                time.sleep(poll_s)
+
+
+class _Unrecorded:
+    """A ledger that records nothing: the warm-up video is not a generation anyone receives."""
+
+    def record(self, frames, **meta):
+        from tessera.safety.fingerprint import GenerationRecord
+
+        return GenerationRecord.from_frames(frames, **meta)  # built, never stored
+
+
+def warm_up(pipe) -> None:
+    """One smallest generation (not recorded), so the first job runs as fast as the next ones."""
+    side = pipe.geometry.nearest_side(pipe.geometry.min_side_px)
+    ledger, pipe.ledger = pipe.ledger, _Unrecorded()
+    try:
+        pipe("warm up", num_inference_steps=1, width=side, height=side, duration_s=0.5)
+    finally:
+        pipe.ledger = ledger
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when its parent (the server) dies, even by kill -9."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tessera.serve.worker")
+    p.add_argument("--data", required=True)
+    p.add_argument("--owner", required=True)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--lease-s", type=float, default=20.0)
+    p.add_argument("--poll-s", type=float, default=0.2)
+    p.add_argument("--parent-pid", type=int, default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker {args.owner} %(levelname)s %(message)s")
+    if args.parent_pid:
+        _die_with_parent()
+        if os.getppid() != args.parent_pid:
+            return 0
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = Path(args.data)
+    pipe = load_pipeline(args.checkpoint, args.device)
+    warm_up(pipe)
+    log.info("ready")
+    Worker(JobStore(data / "jobs.sqlite3"), pipe, data / "videos", args.owner, args.lease_s).serve_forever(
+        args.poll_s, args.parent_pid
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
