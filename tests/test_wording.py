@@ -1,5 +1,6 @@
 """Vocabularies, rich captions, the prompt enhancer and the held-out paraphrase set (issue 15)."""
 
+import hashlib
 import json
 import re
 
@@ -23,7 +24,7 @@ from tessera.data.world.wording import ATTRIBUTES, all_wordings, rich_caption, t
 from tessera.enhance import Enhanced, LMEnhancer, RuleEnhancer, named_attributes
 from tessera.eval import analyze_objects, paraphrase_cases, read_eval_set
 from tessera.pipeline import TesseraPipeline
-from tessera.safety.fingerprint import GenerationRecord
+from tessera.safety.ledger import LEDGER_FILE, Ledger
 
 WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
 
@@ -177,8 +178,8 @@ def test_pipeline_encodes_the_enhanced_prompt_and_records_both(tiny_checkpoint, 
     canonical = pipe("a red circle moving left", **settings)
     raw = pipe("a crimson ball drifting to the left", enhance=False, **settings)
     assert free.enhanced_prompt == "a red circle moving left" and raw.enhanced_prompt is None
-    assert free.record["prompt"] == "a crimson ball drifting to the left"
-    assert free.record["enhanced_prompt"] == "a red circle moving left"
+    assert free.record["prompt_sha256"] == hashlib.sha256(b"a crimson ball drifting to the left").hexdigest()
+    assert free.record["settings"]["enhanced_prompt"] == "a red circle moving left"
     assert np.array_equal(free.latents, canonical.latents)  # the encoder read the rewrite
     assert not np.array_equal(free.latents, raw.latents)
     out = tmp_path / "v.mp4"
@@ -187,16 +188,10 @@ def test_pipeline_encodes_the_enhanced_prompt_and_records_both(tiny_checkpoint, 
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["enhanced_prompt"] == "a red triangle spinning" and printed["unmapped_words"] == []
-    ledger = [json.loads(line) for line in (tmp_path / "home" / "fingerprints.jsonl").read_text().splitlines()]
-    assert ledger[-1]["enhanced_prompt"] == "a red triangle spinning"
+    entries = Ledger(tmp_path / "home" / LEDGER_FILE).entries()
+    assert entries[-1].record.settings["enhanced_prompt"] == "a red triangle spinning"
     assert main([*args, "--no-enhance"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["enhanced_prompt"] is None
-
-
-def test_records_without_an_enhanced_prompt_still_read():
-    rec = GenerationRecord("g", "m", "p", 0, 1, 1.0, 64, 64, 1, 8.0, "2026-01-01T00:00:00+00:00", "00")
-    old = {k: v for k, v in rec.__dict__.items() if k != "enhanced_prompt"}
-    assert GenerationRecord.from_json(old) == rec
 
 
 def test_two_object_judge_reads_separate_objects():
