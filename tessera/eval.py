@@ -65,6 +65,25 @@ def analyze(frames: np.ndarray) -> Analysis:
     bg_rgb = np.median(border, axis=0)
     background = _nearest(bg_rgb, BACKGROUNDS)
     mask = np.abs(f - bg_rgb).sum(-1) > 100  # (T, H, W)
+    return _judge_mask(f, mask, background)
+
+
+def analyze_objects(frames: np.ndarray, colours: list[str]) -> list[Analysis]:
+    """Judge each object of a clip (T, H, W, 3) with several objects, told apart by their (distinct) colours."""
+    f = frames.astype(np.float32)
+    border = np.concatenate([f[:, 0], f[:, -1], f[:, :, 0], f[:, :, -1]], axis=1).reshape(-1, 3)
+    bg_rgb = np.median(border, axis=0)
+    background = _nearest(bg_rgb, BACKGROUNDS)
+    mask = np.abs(f - bg_rgb).sum(-1) > 100  # (T, H, W)
+    palette = np.array(list(COLOURS.values()), dtype=np.float32)  # (K, 3)
+    nearest = np.argmin(np.linalg.norm(f[..., None, :] - palette, axis=-1), axis=-1)  # (T, H, W)
+    names = list(COLOURS)
+    return [_judge_mask(f, mask & (nearest == names.index(c)), background) for c in colours]
+
+
+def _judge_mask(f: np.ndarray, mask: np.ndarray, background: str) -> Analysis:
+    """Colour, shape and motion of the object whose pixels are `mask` (T, H, W) in frames `f` (T, H, W, 3)."""
+    t, h, w = mask.shape
     min_area = 0.003 * h * w
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     short = min(h, w)
@@ -113,10 +132,34 @@ class PromptCase:
     motion: str
     background: str
     held_out: bool
+    text: str = ""  # the prompt as worded; empty: the template wording
+    style: str = "template"  # how it is worded (paraphrase set: sentence shape; see tessera/eval_sets)
 
     @property
     def prompt(self) -> str:
-        return simple_prompt(self.colour, self.shape, self.motion, self.background)
+        return self.text or simple_prompt(self.colour, self.shape, self.motion, self.background)
+
+
+EVAL_SETS = ("template", "paraphrase", "two-object")
+
+
+def read_eval_set(name: str) -> list[dict]:
+    """The rows of a prompt set shipped in tessera/eval_sets ("paraphrase", "two_object")."""
+    import json
+    from importlib import resources
+
+    text = (resources.files("tessera") / "eval_sets" / f"{name}.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def paraphrase_cases(n: int = 120) -> list[PromptCase]:
+    """The first `n` prompts of the paraphrase set: held-out wordings and sentence shapes, some with typos."""
+    rows = read_eval_set("paraphrase")[:n]
+    return [
+        PromptCase(r["colour"], r["shape"], r["motion"], r["background"], r["held_out_combo"], r["prompt"],
+                   r["style"] + ("+typos" if r["typos"] else ""))
+        for r in rows
+    ]  # fmt: skip
 
 
 def eval_cases(n: int = 120, seed: int = 1234) -> list[PromptCase]:
@@ -146,14 +189,23 @@ def score(cases: list[PromptCase], analyses: list[Analysis]) -> dict:
             "motion": float(np.mean([a.motion == c.motion for c, a in rows])),
             "direction": float(np.mean([a.motion == c.motion for c, a in dirs])) if dirs else float("nan"),
             "background": float(np.mean([a.background == c.background for c, a in rows])),
+            "all_four": float(np.mean([_all_four(c, a) for c, a in rows])),
         }
 
     rows = list(zip(cases, analyses))
-    return {
+    result = {
         "all": acc(rows),
         "seen": acc([r for r in rows if not r[0].held_out]),
         "held_out": acc([r for r in rows if r[0].held_out]),
     }
+    styles = sorted({c.style for c in cases})
+    if len(styles) > 1:
+        result["by_style"] = {s: acc([r for r in rows if r[0].style == s]) for s in styles}
+    return result
+
+
+def _all_four(c: PromptCase, a: Analysis) -> bool:
+    return (a.colour, a.shape, a.motion, a.background) == (c.colour, c.shape, c.motion, c.background)
 
 
 def adherence(
@@ -161,8 +213,12 @@ def adherence(
     cases: list[PromptCase],
     batch: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    partial: Callable[[dict, int], None] | None = None,
 ) -> tuple[dict, list[Analysis]]:
-    """Generate each case's prompt (seed = case index) and judge the frames."""
+    """Generate each case's prompt (seed = case index) and judge the frames.
+
+    partial(scores so far, cases done) after every batch, so a long run can be read before it ends.
+    """
     analyses: list[Analysis] = []
     for i in range(0, len(cases), batch):
         chunk = cases[i : i + batch]
@@ -170,4 +226,6 @@ def adherence(
         analyses += [analyze(v) for v in videos]
         if progress:
             progress(len(analyses), len(cases))
+        if partial:
+            partial(score(cases[: len(analyses)], analyses), len(analyses))
     return score(cases, analyses), analyses

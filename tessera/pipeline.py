@@ -31,6 +31,7 @@ from einops import rearrange
 from tessera import checkpoint
 from tessera.config import ModelConfig, build_config, model_config_from_dict
 from tessera.diffusion.flow import shift_for
+from tessera.enhance import Enhanced, PromptEnhancer, RuleEnhancer
 from tessera.errors import InputError
 from tessera.geometry import Geometry
 from tessera.models.autoencoder import video_vae_from_checkpoint
@@ -82,6 +83,12 @@ class Request:
     output_type: str
     output_paths: list[Path | None]
     single: bool  # one prompt given as a string: return one output, not a list
+    enhanced: list[Enhanced | None]  # the prompt enhancer's rewrite of each prompt (None: enhance=False)
+
+    @property
+    def encoded_prompts(self) -> list[str]:
+        """What the text encoder reads: each rewritten prompt, or the prompt as given."""
+        return [e.text if e is not None else p for p, e in zip(self.prompts, self.enhanced)]
 
 
 @dataclass
@@ -100,6 +107,7 @@ class VideoOutput:
     prompt: str
     seed: int
     fps: int
+    enhanced_prompt: str | None = None  # what the text encoder read, when the prompt enhancer ran
 
 
 class TesseraPipeline:
@@ -116,6 +124,7 @@ class TesseraPipeline:
         watermarker: Watermarker | None = None,
         ledger: Ledger | None = None,
         prompt_filter=None,
+        enhancer: PromptEnhancer | None = None,
         config: ModelConfig | None = None,
         name: str = "tessera",
         device: str | torch.device | None = None,
@@ -136,6 +145,7 @@ class TesseraPipeline:
         self.watermarker = watermarker or Watermarker()
         self.ledger = ledger or Ledger()
         self.prompt_filter = prompt_filter or _default_prompt_filter(text_encoder)
+        self.enhancer = enhancer if enhancer is not None else RuleEnhancer()
         self.config = copy.deepcopy(config) if config else ModelConfig()
         self.config.dit = transformer.cfg
         self.config.vae = getattr(vae, "cfg", self.config.vae)
@@ -269,6 +279,7 @@ class TesseraPipeline:
         seed: int | list[int] = 0,
         output_type: str = "np",
         output_path: str | Path | list[str | Path] | None = None,
+        enhance: bool = True,
     ) -> Request:
         """Every input checked and resolved, without any compute; raises InputError (or UnsafePromptError).
 
@@ -286,7 +297,8 @@ class TesseraPipeline:
         paths = _check_output_paths(output_type, output_path, len(prompts))
         neg = negative_prompt or ""
         single = isinstance(prompt, str)
-        return Request(prompts, neg, seeds, steps, guidance, frames, h, w, fps, output_type, paths, single)
+        enhanced = [self.enhancer.enhance(p) for p in prompts] if enhance else [None] * len(prompts)
+        return Request(prompts, neg, seeds, steps, guidance, frames, h, w, fps, output_type, paths, single, enhanced)
 
     def _check_prompts(self, prompt: str | list[str], negative_prompt: str | None) -> list[str]:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else None
@@ -338,14 +350,15 @@ class TesseraPipeline:
         width, height, duration_s, fps (None: the model's defaults), seed (one per prompt, or one for
         all: prompt i then uses seed + i), output_type ("np" uint8 frames, "pt" float frames, "mp4"
         also written to output_path, "latent" no decode), output_path.
+        enhance (True): rewrite each prompt with `self.enhancer` before the text encoder (out.enhanced_prompt).
         latents: start from these (B, C, T', H', W') instead of noise; scheduler: a name ("euler", ...)
         or an object, for this call; callback(step, total) after every model evaluation.
         """
         # 1. check every input before any compute
         req = self.check_request(prompt, negative_prompt, **settings)
         solver = self._scheduler_for(scheduler)
-        # 2. encode the prompts, and the negative (or empty) prompt for guidance
-        cond = self.text_encoder(req.prompts).to(self.device)
+        # 2. encode the (enhanced) prompts, and the negative (or empty) prompt for guidance
+        cond = self.text_encoder(req.encoded_prompts).to(self.device)
         uncond = self.text_encoder([req.negative_prompt] * len(req.prompts)).to(self.device)
         # 3. the starting latents: one generator per prompt, so a seed means the same video in any batch
         z = self._initial_latents(req, latents)
@@ -415,7 +428,7 @@ class TesseraPipeline:
             records.append(self.ledger.record(
                 frames, generation_id=generation_id, model_id=self.name, prompt=req.prompts[i], seed=req.seeds[i],
                 steps=req.steps, guidance=req.guidance, fps=req.fps, path=path, model_hash=self.model_hash,
-                filter_decision="allowed",
+                filter_decision="allowed", enhanced_prompt=req.encoded_prompts[i],
             ))  # fmt: skip
 
         path = req.output_paths[i]
@@ -432,7 +445,10 @@ class TesseraPipeline:
             frames, gid, record, path = video if video is not None else (None, None, None, None)
             if req.output_type == "pt" and frames is not None:
                 frames = rearrange(torch.from_numpy(frames), "t h w c -> t c h w").float() / 255
-            outs.append(VideoOutput(frames, z[i].cpu(), gid, record, path, req.prompts[i], req.seeds[i], req.fps))
+            enhanced = req.encoded_prompts[i] if req.enhanced[i] is not None else None
+            outs.append(
+                VideoOutput(frames, z[i].cpu(), gid, record, path, req.prompts[i], req.seeds[i], req.fps, enhanced)
+            )
         return outs[0] if req.single else outs
 
 

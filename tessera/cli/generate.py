@@ -87,7 +87,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     kwargs = dict(
         negative_prompt=args.negative_prompt, num_inference_steps=args.steps, guidance_scale=args.guidance,
         width=args.width, height=args.height, duration_s=args.duration_s, fps=args.fps, seed=args.seed,
-        output_type="mp4", output_path=args.output,
+        output_type="mp4", output_path=args.output, enhance=not args.no_enhance,
     )  # fmt: skip
     req = pipe.check_request(args.prompt, **kwargs)  # every input checked against the model before any compute
     print(
@@ -95,9 +95,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     out = pipe(args.prompt, scheduler=args.scheduler, callback=progress("denoise"), **kwargs)
-    print(
-        json.dumps({"output": str(out.path), "generation_id": out.generation_id, "seconds": round(time.time() - t0, 1)})
-    )
+    enhanced = req.enhanced[0]
+    if enhanced is not None:
+        print(f"prompt as the model reads it: {enhanced.text}", file=sys.stderr)
+    result = {
+        "output": str(out.path),
+        "generation_id": out.generation_id,
+        "prompt": out.prompt,
+        "enhanced_prompt": out.enhanced_prompt,  # null with --no-enhance
+        "unmapped_words": enhanced.unknown if enhanced is not None else [],
+        "seconds": round(time.time() - t0, 1),
+    }
+    print(json.dumps(result))
     print(f"wrote {out.path}", file=sys.stderr)
     return 0
 
@@ -123,6 +132,9 @@ def add_parser(sub) -> None:
         "--negative-prompt", default=None, help="what the video should not show (replaces the empty prompt of guidance)"
     )
     g.add_argument("--store-prompt", action="store_true", help="keep the prompt in the ledger (default: its hash only)")
+    g.add_argument(
+        "--no-enhance", action="store_true", help="give the prompt to the text encoder as typed (no rewriting)"
+    )
     g.add_argument("--scheduler", default=None, help="solver: euler (default) or another registered scheduler")
     g.add_argument("--int8", action="store_true", help="int8 weights for the DiT's linear layers (less memory)")
     g.add_argument(

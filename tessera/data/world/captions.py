@@ -11,6 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from tessera.data.world.scenes import PHOTOS, ClipSpec, ShapeObject
+from tessera.data.world.wording import rich_caption
+
+WORDINGS = ("template", "rich")  # template: the fixed phrases below; rich: the vocabularies of data/vocab
+RICH_TYPO_RATE = 0.02  # share of words misspelled in rich captions
 
 _MOTION_PHRASES: dict[str, tuple[str, ...]] = {
     "left": ("moving left", "sliding to the left", "travelling steadily leftwards", "drifting from right to left"),
@@ -50,13 +54,17 @@ def simple_prompt(colour: str, shape: str, motion: str, background: str) -> str:
     return f"a {colour} {shape} {_MOTION_PHRASES[motion][0]} on a {background} background"
 
 
-def caption(spec: ClipSpec, rng: np.random.Generator) -> str:
-    """A long caption for `spec`, wording drawn from `rng`."""
+def caption(spec: ClipSpec, rng: np.random.Generator, wording: str = "template") -> str:
+    """A long caption for `spec`, wording drawn from `rng`; "rich" draws shapes captions from the vocabularies."""
+    if wording not in WORDINGS:
+        raise ValueError(f"wording {wording!r} is not one of {', '.join(WORDINGS)}")
     if spec.kind == "pan":
         what = PHOTOS[spec.photo]
         lead = _PAN_PHRASES[spec.pan][rng.integers(2)]
         text = f"{lead} a photo of {what}"
         return text[0].upper() + text[1:] + "."
+    if wording == "rich":
+        return rich_caption(spec, rng, "train", RICH_TYPO_RATE)
     bg = _BACKGROUND_PHRASES[rng.integers(len(_BACKGROUND_PHRASES))].format(bg=spec.background)
     objs = " and ".join(_object_phrase(o, rng) for o in spec.objects)
     style = rng.integers(3)
@@ -70,12 +78,16 @@ def caption(spec: ClipSpec, rng: np.random.Generator) -> str:
     return text + _CAMERA[rng.integers(len(_CAMERA))]
 
 
-def training_text(spec: ClipSpec, rng: np.random.Generator) -> str:
-    """What the model is trained on for one clip: the short title, the plain prompt or a long caption."""
+def training_text(spec: ClipSpec, rng: np.random.Generator, wording: str = "template") -> str:
+    """What the model is trained on for one clip: the short title, the plain prompt or a long caption.
+
+    With wording "rich" the long captions (65% of texts) come from the vocabularies, so the
+    model also keeps seeing the template words the prompt enhancer writes.
+    """
     u = rng.random()
     if u < 0.15:
         return spec.title
     if u < 0.35 and spec.kind == "shapes" and len(spec.objects) == 1:
         o = spec.objects[0]
         return simple_prompt(o.colour, o.shape, o.motion, spec.background)
-    return caption(spec, rng)
+    return caption(spec, rng, wording)

@@ -25,9 +25,9 @@ from tessera.models.vae import VideoVAE
 __all__ = ["build_latent_cache", "clip_texts", "load_latent_groups"]
 
 
-def clip_texts(spec, rng: np.random.Generator) -> list[str]:
+def clip_texts(spec, rng: np.random.Generator, wording: str = "template") -> list[str]:
     """Candidate training texts of one clip: short title, plain prompt (one object), two long captions."""
-    texts = [spec.title, caption(spec, rng), caption(spec, rng)]
+    texts = [spec.title, caption(spec, rng, wording), caption(spec, rng, wording)]
     if spec.kind == "shapes" and len(spec.objects) == 1:
         o = spec.objects[0]
         texts.append(simple_prompt(o.colour, o.shape, o.motion, spec.background))
@@ -39,7 +39,7 @@ def _render_clip(job: tuple) -> tuple[np.ndarray, list[str]]:
     index, frames, height_px, width_px, world = job
     rng = clip_rng(world.seed, index)
     spec = sample_spec(rng, width_px / height_px, world)
-    return render(spec, frames, height_px, width_px), clip_texts(spec, rng)
+    return render(spec, frames, height_px, width_px), clip_texts(spec, rng, world.wording)
 
 
 @torch.no_grad()

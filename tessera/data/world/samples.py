@@ -24,7 +24,7 @@ def world_clip(
     cfg = cfg or WorldConfig(seed=seed)
     rng = clip_rng(seed, index)
     spec = sample_spec(rng, width_px / height_px, cfg)
-    return render(spec, frames, height_px, width_px), spec, training_text(spec, rng)
+    return render(spec, frames, height_px, width_px), spec, training_text(spec, rng, cfg.wording)
 
 
 def vae_batch(seed: int, step: int, batch: int, frames: int, size_px: int, pan_fraction: float) -> torch.Tensor:
