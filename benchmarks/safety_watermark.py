@@ -345,6 +345,7 @@ def _verify_job(job: tuple[int, str, np.ndarray, str]) -> dict:
         "ledger": report.ledger["found"],
         "traced": report.traced,
         "sync_z": report.mark["sync_z"],
+        "distance": report.ledger.get("distance"),
         "verdict": report.verdict,
     }
 
@@ -403,7 +404,7 @@ def section_watermark_false_positives(args) -> dict:
         "unmarked_clips": len(rows),
         "ledger_records": len(videos) + 1,
         "false_detections": len(false),
-        "false_examples": [{"kind": r["kind"], "verdict": r["verdict"]} for r in false[:10]],
+        "false_examples": [{"kind": r["kind"], "distance": r["distance"], "verdict": r["verdict"]} for r in false[:10]],
         "by_kind": by_kind,
         "max_sync_z": round(max(r["sync_z"] for r in rows), 2),
         "z_detect": wm.Z_DETECT,

@@ -14,6 +14,7 @@ from typing import Any
 
 from tessera.config import ModelConfig
 from tessera.errors import InputError
+from tessera.geometry import Geometry
 
 TIMING_STEPS = 50  # steps timed before a time-limited run fixes its step count
 
@@ -47,9 +48,9 @@ def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
             w, h = (int(v) for v in part.lower().split("x"))
         except ValueError:
             raise InputError(f"--shapes entry {part!r} is not WIDTHxHEIGHT, e.g. 448x256") from None
-        if w % 32 or h % 32 or w <= 0 or h <= 0:
-            raise InputError(f"--shapes entry {part!r}: sides must be positive multiples of 32 (VAE 16 x patch 2)")
-        shapes.append((h, w))
+        if w <= 0 or h <= 0:
+            raise InputError(f"--shapes entry {part!r}: sides must be positive")
+        shapes.append((h, w))  # multiples of the model's unit: checked with its geometry (check_dit_train)
     return tuple(shapes)
 
 
@@ -193,6 +194,12 @@ def check_dit_train(cfg: DiTTrainConfig, model_cfg: ModelConfig | None = None) -
     check_train(cfg)
     if model_cfg is not None:
         latent_lengths(cfg.durations_s, model_cfg)
+        geometry = Geometry(
+            model_cfg.vae.spatial_factor, model_cfg.vae.temporal_factor, model_cfg.vae.latent_channels,
+            patch_t=model_cfg.dit.patch_t, patch_hw=model_cfg.dit.patch_hw,
+        )  # fmt: skip
+        for h, w in cfg.shapes or ((cfg.height_px, cfg.width_px),):
+            geometry.check_size(w, h)
     if cfg.time_limit_s < 0 or (cfg.time_limit_s and cfg.warmup_steps < TIMING_STEPS):
         raise InputError(
             f"a time limit ({cfg.time_limit_s / 60:g} min) needs a positive number of minutes and --warmup-steps "

@@ -37,7 +37,7 @@ from tessera.diffusion.flow import flow_loss, sample_train_times, shift_for
 from tessera.flops import dit_train_flops, matmul_peak_flops
 from tessera.models.autoencoder import load_video_vae
 from tessera.models.dit import DiT
-from tessera.models.text import TextEncoder
+from tessera.models.text import TextEmbedding, TextEncoder
 from tessera.models.vae import VideoVAE
 from tessera.training.config import TIMING_STEPS, DiTTrainConfig, check_dit_train, latent_lengths
 from tessera.training.generator import save_generator
@@ -64,11 +64,8 @@ class TextTable:
         self.tokens, self.mask, self.pooled = e.tokens.to(torch.bfloat16), e.mask, e.pooled  # (N, L, D), (N, L), (N, D)
 
     def cond(self, rows: torch.Tensor, device: torch.device | str = "cpu") -> dict:
-        return {
-            "text_tokens": self.tokens[rows].float().to(device),
-            "text_mask": self.mask[rows].to(device),
-            "text_pooled": self.pooled[rows].to(device),
-        }
+        """The DiT's text keyword arguments for these rows (spelled once, in TextEmbedding)."""
+        return TextEmbedding(self.tokens[rows].float(), self.mask[rows], self.pooled[rows]).to(device).as_kwargs()
 
 
 def world_latents(vae: VideoVAE, out: Path, cfg: DiTTrainConfig, device: torch.device | str = "cpu") -> Path:
