@@ -69,7 +69,8 @@ def build_latent_cache(
     paths = []
     n_shards = (clips + clips_per_shard - 1) // clips_per_shard
     bar = tqdm(total=clips, desc="encode", mininterval=5)
-    pool = mp.get_context("fork").Pool(workers) if workers > 1 else None
+    # forkserver: a fork of a process that already runs threads (torch, a server, a test runner) can deadlock
+    pool = mp.get_context("forkserver").Pool(workers) if workers > 1 else None
     try:
         for s in range(n_shards):
             path = out / shard_name(s)
