@@ -4,4 +4,5 @@ import sys
 
 from tessera.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # worker processes (forkserver, spawn) import this module without running it
+    sys.exit(main())

@@ -145,7 +145,9 @@ def test_recipes_list_and_bad_input_exit_codes(capsys):
         ["train", "dit", "--out", "/nonexistent/run"],  # no VAE there
     ):
         assert _exit_code(argv) == 2, argv
-    assert "not a multiple of 32 (VAE 16 × patch 2); try 96" in capsys.readouterr().err  # the geometry's message, one line
+    assert (
+        "not a multiple of 32 (VAE 16 × patch 2); try 96" in capsys.readouterr().err
+    )  # the geometry's message, one line
     with pytest.raises(InputError, match="warmup"):
         _plan("dit --time-limit-min 5 --warmup-steps 10")
 

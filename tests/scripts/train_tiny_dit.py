@@ -18,36 +18,42 @@ from tessera import distributed as D
 from tessera.config import PRESETS
 from tessera.training import DiTTrainConfig, DiTTrainer
 
-vae, out, steps = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
-stop_at = int(sys.argv[sys.argv.index("--stop-at") + 1]) if "--stop-at" in sys.argv else 0
-if "--slow-checkpoints" in sys.argv:
-    # widen the window between checkpoints so the test can kill the run in the middle
-    save = checkpoint.save
 
-    def slow_save(*args, **kwargs):
-        save(*args, **kwargs)
-        time.sleep(0.3)
+def main() -> None:
+    vae, out, steps = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    stop_at = int(sys.argv[sys.argv.index("--stop-at") + 1]) if "--stop-at" in sys.argv else 0
+    if "--slow-checkpoints" in sys.argv:
+        # widen the window between checkpoints so the test can kill the run in the middle
+        save = checkpoint.save
 
-    checkpoint.save = slow_save
-cfg = DiTTrainConfig(
-    steps=steps,
-    stop_at=stop_at,
-    batch=4,
-    lr=1e-3,
-    warmup_steps=2,
-    checkpoint_every=2,
-    log_every=1,
-    clips=8,
-    frames=5,
-    height_px=32,
-    width_px=32,
-    eval_every=0,
-    peak_tflops=1.0,  # skip measuring the matmul peak
-    bf16=False,  # fp32 so one and two processes can be compared tightly
-)
-trainer = DiTTrainer(out, PRESETS["tiny"], vae, cfg)
-trainer.train()
-held = [D.local(p) for p in trainer.dit.parameters()]
-held += [D.local(v) for st in trainer.opt.state.values() for v in st.values() if torch.is_tensor(v) and v.dim()]
-size = sum(t.numel() * t.element_size() for t in held)
-(out / f"shard_bytes.rank{trainer.d.rank}.json").write_text(json.dumps({"world": trainer.d.world, "bytes": size}))
+        def slow_save(*args, **kwargs):
+            save(*args, **kwargs)
+            time.sleep(0.3)
+
+        checkpoint.save = slow_save
+    cfg = DiTTrainConfig(
+        steps=steps,
+        stop_at=stop_at,
+        batch=4,
+        lr=1e-3,
+        warmup_steps=2,
+        checkpoint_every=2,
+        log_every=1,
+        clips=8,
+        frames=5,
+        height_px=32,
+        width_px=32,
+        eval_every=0,
+        peak_tflops=1.0,  # skip measuring the matmul peak
+        bf16=False,  # fp32 so one and two processes can be compared tightly
+    )
+    trainer = DiTTrainer(out, PRESETS["tiny"], vae, cfg)
+    trainer.train()
+    held = [D.local(p) for p in trainer.dit.parameters()]
+    held += [D.local(v) for st in trainer.opt.state.values() for v in st.values() if torch.is_tensor(v) and v.dim()]
+    size = sum(t.numel() * t.element_size() for t in held)
+    (out / f"shard_bytes.rank{trainer.d.rank}.json").write_text(json.dumps({"world": trainer.d.world, "bytes": size}))
+
+
+if __name__ == "__main__":  # render workers start from a fresh interpreter that imports this file
+    main()
