@@ -131,9 +131,7 @@ REFUSALS = [
 DEFAULT_RUN = {"gen-nan-guidance", "verify-random", "signal-15"}
 
 
-KNOWN = {  # refusals that still leave something behind: owned elsewhere in issue 14, kept here until fixed
-    "prepare-missing": "prepare creates the --out folder before it finds that the source does not exist",
-}
+KNOWN: dict[str, str] = {}  # refusals that still leave something behind (none now), marked strict xfail until fixed
 
 
 def _marks(case_id: str):
