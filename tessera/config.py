@@ -13,6 +13,12 @@ from dataclasses import dataclass, field
 
 from tessera.errors import InputError
 
+# Limits of one generation request, shared by the pipeline's checks and the CLI's (no torch import needed).
+MAX_STEPS = 1000
+MAX_GUIDANCE = 50.0
+MAX_SEED = 2**64 - 1  # torch generators take 64-bit seeds
+MAX_FPS = 60
+
 
 @dataclass
 class VAEConfig:

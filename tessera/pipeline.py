@@ -29,7 +29,7 @@ import torch
 from einops import rearrange
 
 from tessera import checkpoint
-from tessera.config import ModelConfig, build_config, model_config_from_dict
+from tessera.config import MAX_FPS, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, ModelConfig, build_config, model_config_from_dict
 from tessera.diffusion.flow import shift_for
 from tessera.enhance import Enhanced, PromptEnhancer, RuleEnhancer
 from tessera.errors import InputError
@@ -47,10 +47,7 @@ from tessera.schedulers import FlowScheduler, get_scheduler
 TILED_DECODE_ABOVE_PX = 512 * 512 * 33  # output pixels × frames per video; above this, decode in tiles and chunks
 OUTPUT_TYPES = ("np", "pt", "mp4", "latent")
 MAX_PROMPT_CHARS = 4000
-MAX_GUIDANCE = 50.0
 DEFAULT_SAMPLING = {"steps": 25, "guidance": 4.0}  # the teacher's: 25 Euler steps, guidance 4
-MAX_SEED = 2**64 - 1
-MAX_FPS = 60
 
 
 def bundled_checkpoint() -> Path:
@@ -289,7 +286,7 @@ class TesseraPipeline:
         guidance_scale = self.sampling["guidance"] if guidance_scale is None else guidance_scale
         prompts = self._check_prompts(prompt, negative_prompt)
         seeds = _check_seeds(seed, len(prompts))
-        steps = _check_int("num_inference_steps", num_inference_steps, 1, 1000)
+        steps = _check_int("num_inference_steps", num_inference_steps, 1, MAX_STEPS)
         guidance = _check_number("guidance_scale", guidance_scale, 0.0, MAX_GUIDANCE)
         frames, h, w, fps = self.resolve_size(width, height, duration_s, fps)
         if output_type not in OUTPUT_TYPES:

@@ -7,11 +7,10 @@ import math
 import sys
 from pathlib import Path
 
+from tessera.config import MAX_SEED as SEED_MAX  # noqa: F401  (re-exported: the CLI checks the pipeline's limit)
 from tessera.errors import InputError
 
 UsageError = InputError  # bad input from the user: printed as one line, exit code 2
-
-SEED_MAX = 2**64 - 1  # torch generators take 64-bit seeds
 
 
 def check_int(flag: str, value: int | None, lo: int, hi: int, hint: str = "") -> None:

@@ -15,9 +15,9 @@ import sys
 import time
 
 from tessera.cli.common import SEED_MAX, UsageError, check_int, check_number, check_side, load_pipeline, progress
-
-GUIDANCE_MAX = 50.0
-STEPS_MAX = 1000
+from tessera.config import MAX_FPS
+from tessera.config import MAX_GUIDANCE as GUIDANCE_MAX
+from tessera.config import MAX_STEPS as STEPS_MAX
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -33,7 +33,7 @@ def check_args(args: argparse.Namespace) -> None:
         check_number("--guidance", args.guidance, 0.0, GUIDANCE_MAX, hint="4 is the default, 1 turns guidance off")
     check_side("--width", args.width)
     check_side("--height", args.height)
-    check_int("--fps", args.fps, 1, 60)
+    check_int("--fps", args.fps, 1, MAX_FPS)
     check_number("--duration-s", args.duration_s, 0.0, 3600.0, low_open=True)
     if args.checkpoint is not None and not args.checkpoint:
         raise UsageError("--checkpoint is empty; pass a .safetensors generation checkpoint or leave it out")
