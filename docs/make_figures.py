@@ -32,6 +32,13 @@ def box(d: ImageDraw.ImageDraw, xy: tuple[int, int, int, int], title: str, modul
         d.text((cx, y0 + 58), shape, fill=MUTED, font=font(12), anchor="mm")
 
 
+def grid(d: ImageDraw.ImageDraw, side: int, step: int) -> None:
+    """White patch lines every `step` px over a square image of `side` px."""
+    for v in range(0, side, step):
+        d.line([(v, 0), (v, side - 1)], fill=(255, 255, 255), width=1)
+        d.line([(0, v), (side - 1, v)], fill=(255, 255, 255), width=1)
+
+
 def arrow(d: ImageDraw.ImageDraw, a: tuple[int, int], b: tuple[int, int], label: str = "") -> None:
     d.line([a, b], fill=INK, width=2)
     (ax, ay), (bx, by) = a, b
@@ -113,9 +120,7 @@ def patches_figure() -> Image.Image:
     # left: a ViT cuts one image into 16 x 16 px patches
     frame = Image.fromarray(frames[0])
     fd = ImageDraw.Draw(frame)
-    for v in range(0, 256, 16):
-        fd.line([(v, 0), (v, 255)], fill=(255, 255, 255), width=1)
-        fd.line([(0, v), (255, v)], fill=(255, 255, 255), width=1)
+    grid(fd, 256, 16)
     img.paste(frame, (20, 90))
     d.text((20, 360), "ViT: one image, 16 x 16 px patches", fill=INK, font=font(14))
     d.text((20, 382), f"{(256 // 16) ** 2} tokens per image, no time axis", fill=MUTED, font=font(13))
@@ -126,9 +131,7 @@ def patches_figure() -> Image.Image:
         shown = Image.fromarray(frames[idx[-1]]).resize((200, 200))
         sd = ImageDraw.Draw(shown)
         step = 200 * tok_px // 256
-        for v in range(0, 200, step):
-            sd.line([(v, 0), (v, 199)], fill=(255, 255, 255), width=1)
-            sd.line([(0, v), (199, v)], fill=(255, 255, 255), width=1)
+        grid(sd, 200, step)
         hx, hy = 3 * step, 3 * step
         sd.rectangle([hx, hy, hx + step, hy + step], outline=ACCENT, width=3)
         x = x0 + g * 230
