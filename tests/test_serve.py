@@ -53,6 +53,15 @@ def submit(srv, headers=None, **overrides):
 # -- jobs ----------------------------------------------------------------------------------------------
 
 
+def test_worker_warm_up_generates_without_recording(pipe):
+    before = len(pipe.ledger.entries())
+    worker_mod.warm_up(pipe)
+    assert len(pipe.ledger.entries()) == before  # nobody receives the warm-up video
+    out = pipe("a red circle", num_inference_steps=1, width=128, height=128, duration_s=0.5)
+    assert len(pipe.ledger.entries()) == before + 1  # the real ledger is back in place
+    assert pipe.ledger.get(out.generation_id) is not None
+
+
 def test_job_runs_to_a_playable_video_served_with_ranges(server):
     r = submit(server)
     assert r.status_code == 202, r.text

@@ -154,19 +154,15 @@ class Worker:
                 time.sleep(poll_s)
 
 
-class _Unrecorded:
-    """A ledger that records nothing: the warm-up video is not a generation anyone receives."""
-
-    def record(self, frames, **meta):
-        from tessera.safety.fingerprint import GenerationRecord
-
-        return GenerationRecord.from_frames(frames, **meta)  # built, never stored
-
-
 def warm_up(pipe) -> None:
-    """One smallest generation (not recorded), so the first job runs as fast as the next ones."""
+    """One smallest generation, marked and signed like any other but not stored in the ledger
+    (nobody receives it), so the first job runs as fast as the next ones."""
+    import copy
+
     side = pipe.geometry.nearest_side(pipe.geometry.min_side_px)
-    ledger, pipe.ledger = pipe.ledger, _Unrecorded()
+    ledger = pipe.ledger
+    pipe.ledger = copy.copy(ledger)
+    pipe.ledger.append = lambda record: 0  # the one step left out
     try:
         pipe("warm up", num_inference_steps=1, width=side, height=side, duration_s=0.5)
     finally:
