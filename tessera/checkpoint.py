@@ -7,6 +7,7 @@ as JSON (`"config"`) and anything else the writer wants to record. Writes are at
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from importlib import resources
@@ -77,7 +78,92 @@ def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict[str, str
         raise CheckpointError(
             f"checkpoint {path} has NaN or infinite values in {bad}; the file is damaged, re-download or retrain it"
         )
+    if "shared_from" in meta:
+        tensors = _with_shared(path, tensors, meta)
+    if meta.get("weights") == "int8":
+        tensors = unpack_int8(tensors)
     return tensors, config, meta
+
+
+# ---------------------------------------------------------------------- compact files
+# A checkpoint may store its 2-D weights as int8 with one scale per row (meta `weights: int8`),
+# and may leave out tensors it shares with another checkpoint (meta `shared_from`: that file's
+# name, found beside it or among the bundled weights; `shared_sha256`: the shared tensors' hash).
+# `load` undoes both, so every reader sees plain floating-point tensors. A few-step student
+# ships this way: its DiT in int8, the VAE read from the bundled model it was distilled from.
+INT8, SCALE = ".int8", ".int8_scale"
+
+
+def pack_int8(tensors: dict[str, torch.Tensor], keep: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Every floating 2-D tensor (not under a prefix in `keep`) as int8 rows + one fp32 scale per row; others bf16."""
+    out = {}
+    for k, v in tensors.items():
+        if v.is_floating_point() and v.dim() == 2 and not k.startswith(keep):
+            w = v.detach().float()
+            scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # (rows,)
+            out[k + INT8] = (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
+            out[k + SCALE] = scale
+        else:
+            out[k] = v.to(torch.bfloat16) if v.is_floating_point() else v
+    return out
+
+
+def unpack_int8(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What `pack_int8` wrote, with every int8 tensor back in fp32 (row · scale)."""
+    out = {k: v for k, v in tensors.items() if not k.endswith((INT8, SCALE))}
+    for k, q in tensors.items():
+        if k.endswith(INT8):
+            name = k[: -len(INT8)]
+            out[name] = q.float() * tensors[name + SCALE].float()[:, None]
+    return out
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for k in sorted(tensors):
+        v = tensors[k].contiguous()
+        digest.update(f"{k}|{v.dtype}|{tuple(v.shape)}".encode())
+        digest.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return digest.hexdigest()
+
+
+def _with_shared(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> dict[str, torch.Tensor]:
+    name = Path(meta["shared_from"]).name
+    base = next((p for p in (path.with_name(name), bundled_path().with_name(name)) if p.is_file()), None)
+    if base is None or base.resolve() == path.resolve():
+        raise CheckpointError(
+            f"checkpoint {path} reads its shared tensors from {name}, which is not beside it or among the bundled "
+            "weights; put that file beside it"
+        )
+    base_tensors, _, base_meta = load(base)
+    if "shared_from" in base_meta:
+        raise CheckpointError(f"{base}, the base of {path}, shares tensors itself; point at a complete checkpoint")
+    shared = {k: v for k, v in base_tensors.items() if k not in tensors and not k.startswith(_own_prefixes(tensors))}
+    if meta.get("shared_sha256") and tensors_sha256(shared) != meta["shared_sha256"]:
+        raise CheckpointError(
+            f"{base} is not the checkpoint {path} was made beside (its shared tensors differ); use the matching file"
+        )
+    return {**shared, **tensors}
+
+
+def _own_prefixes(tensors: dict[str, torch.Tensor]) -> tuple[str, ...]:
+    """The top-level prefixes ('dit.', ...) a compact file brings itself: the base's tensors under them are not used."""
+    return tuple(sorted({k.split(".", 1)[0] + "." for k in tensors}))
+
+
+def save_beside(
+    path: str | Path, tensors: dict[str, torch.Tensor], config: dict, base: str | Path, *, int8_keep=(), **meta: str
+) -> None:
+    """Write only the tensors under prefixes that differ from `base` (int8 where 2-D), naming `base` for the rest."""
+    base_tensors, _, _ = load(base)
+    own = {
+        k.split(".", 1)[0] for k, v in tensors.items() if k not in base_tensors or not torch.equal(v, base_tensors[k])
+    }
+    mine = {k: v for k, v in tensors.items() if k.split(".", 1)[0] in own}
+    shared = {k: v for k, v in base_tensors.items() if not k.startswith(_own_prefixes(mine))}
+    meta = {**meta, "shared_from": Path(base).name, "shared_sha256": tensors_sha256(shared), "weights": "int8"}
+    save(path, pack_int8(mine, keep=int8_keep), config, **meta)
 
 
 def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

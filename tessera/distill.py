@@ -31,6 +31,7 @@ from tessera.config import ModelConfig, model_config_from_dict
 from tessera.data.world import BACKGROUNDS, all_combos, held_out_combos, simple_prompt
 from tessera.diffusion.flow import flow_loss, shift_for
 from tessera.models.dit import DiT
+from tessera.models.quant import KEEP_FULL_PRECISION
 from tessera.models.text import TextEncoder
 from tessera.pipeline import guided_velocity
 from tessera.schedulers import get_scheduler, time_grid
@@ -50,6 +51,8 @@ class StudentConfig:
     batch: int = 8
     lr: float = 5e-5
     student_steps: int = 4  # Euler steps the student samples with
+    ema: float = 0.998  # the student ships the EMA of its weights
+    save_every: int = 100  # training steps between resumable states
     height_px: int = 256
     width_px: int = 256
     duration_s: float = 2.0
@@ -85,27 +88,44 @@ def sampling_shift(cfg: ModelConfig, shape: tuple[int, int, int, int]) -> float:
 
 @torch.no_grad()
 def teacher_pairs(
-    teacher: DiT, text: TextEncoder, cfg: ModelConfig, sc: StudentConfig
+    teacher: DiT, text: TextEncoder, cfg: ModelConfig, sc: StudentConfig, folder: Path | None = None
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """({noise, x0} each (P, C, T', H', W'): noise and the teacher's guided sample from it, prompt i for pair i), prompts."""
+    """({noise, x0} each (P, C, T', H', W'): noise and the teacher's guided sample from it, prompt i for pair i), prompts.
+
+    With `folder`, each batch of pairs is written there as it is made (`pairs-{start:06d}.safetensors`)
+    and read back on a re-run, so a stopped run resumes where it was. The noise of a batch
+    depends only on the seed and its start index, so resumed pairs equal uninterrupted ones.
+    """
     prompts = student_prompts(sc.pairs, sc.seed)
     shape = latent_shape(cfg, sc)
     shift = sampling_shift(cfg, shape)
-    g = torch.Generator().manual_seed(sc.seed)
-    noise = torch.randn((sc.pairs, *shape), generator=g)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    noise = torch.empty((sc.pairs, *shape))
     x0 = torch.empty_like(noise)
     for i in range(0, sc.pairs, sc.batch):
-        cond = text(prompts[i : i + sc.batch])
-        uncond = text([""] * len(cond.tokens))
+        n = min(sc.batch, sc.pairs - i)
+        path = None if folder is None else folder / f"pairs-{i:06d}.safetensors"
+        if path is not None and path.is_file():
+            saved, _, _ = checkpoint.load(path)
+            if saved["noise"].shape == (n, *shape):
+                noise[i : i + n], x0[i : i + n] = saved["noise"], saved["x0"]
+                continue
+        g = torch.Generator().manual_seed(sc.seed * 1_000_003 + i)
+        noise[i : i + n] = torch.randn((n, *shape), generator=g)
+        cond = text(prompts[i : i + n])
+        uncond = text([""] * n)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             velocity = guided_velocity(teacher, cond, uncond, sc.guidance)
             sched = get_scheduler(sc.teacher_scheduler)
             sched.set_timesteps(sc.teacher_steps, shift)
-            x = noise[i : i + sc.batch]
+            x = noise[i : i + n]
             for t in sched.timesteps:
                 x = sched.step(velocity(x, t.expand(x.shape[0])), t, x)
-        x0[i : i + sc.batch] = x.float()
-        log.info("teacher pairs %d/%d", min(i + sc.batch, sc.pairs), sc.pairs)
+        x0[i : i + n] = x.float()
+        if path is not None:
+            checkpoint.save(path, {"noise": noise[i : i + n], "x0": x0[i : i + n]}, {}, kind="distill_pairs")
+        log.info("teacher pairs %d/%d", i + n, sc.pairs)
     return {"noise": noise, "x0": x0}, prompts
 
 
@@ -130,17 +150,34 @@ def student_error(
     return err / n
 
 
-def reflow(teacher: DiT, pairs: dict, prompts: list[str], text: TextEncoder, cfg: ModelConfig, sc: StudentConfig):
-    """Train a copy of the teacher on the straight lines between the pairs; returns (student, losses)."""
+def reflow(
+    teacher: DiT,
+    pairs: dict,
+    prompts: list[str],
+    text: TextEncoder,
+    cfg: ModelConfig,
+    sc: StudentConfig,
+    state_path: Path | None = None,
+):
+    """Train a copy of the teacher on the straight lines between the pairs; returns (student EMA, losses).
+
+    With `state_path`, weights, EMA, optimiser and random state are saved every `sc.save_every`
+    steps (`tessera.training.state`), and a re-run resumes from the last save.
+    """
+    from tessera.training.state import TrainState
+
     student = copy.deepcopy(teacher).train().requires_grad_(True)
     opt = torch.optim.AdamW(student.parameters(), lr=sc.lr, weight_decay=0.0)
-    grid = time_grid(sc.student_steps, sampling_shift(cfg, tuple(pairs["noise"].shape[1:])))[
-        :-1
-    ]  # the student's call times
+    ema = [p.detach().clone() for p in student.parameters()]
+    grid = time_grid(sc.student_steps, sampling_shift(cfg, tuple(pairs["noise"].shape[1:])))[:-1]  # its call times
     e = text(prompts)
     g = torch.Generator().manual_seed(sc.seed + 1)
-    losses = []
-    for step in range(sc.steps):
+    state = TrainState(state_path) if state_path is not None else None
+    start = state.load(student, opt, ema) if state is not None else 0
+    if start:
+        g.set_state(state.tensors["rng.distill"])
+    losses = [float(v) for v in state.tensors.get("losses", torch.empty(0)).tolist()] if start else []
+    for step in range(start, sc.steps):
         rows = torch.randint(0, len(prompts), (sc.batch,), generator=g)
         on_grid = grid[torch.randint(0, len(grid), (sc.batch,), generator=g)]
         t = torch.where(torch.rand(sc.batch, generator=g) < 0.5, on_grid, torch.rand(sc.batch, generator=g))
@@ -151,9 +188,18 @@ def reflow(teacher: DiT, pairs: dict, prompts: list[str], text: TextEncoder, cfg
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()
+        with torch.no_grad():
+            decay = min(sc.ema, (1 + step) / (10 + step))  # the usual warm-up, so short runs move too
+            torch._foreach_lerp_(ema, [p.detach() for p in student.parameters()], 1 - decay)
         losses.append(loss.item())
         if step % 50 == 0:
             log.info("student step %d/%d loss %.4f", step, sc.steps, loss.item())
+        if state is not None and ((step + 1) % sc.save_every == 0 or step + 1 == sc.steps):
+            extra = {"rng.distill": g.get_state(), "losses": torch.tensor(losses)}
+            state.save(step + 1, student, opt, asdict(sc), ema=ema, extra=extra)
+    with torch.no_grad():
+        for p, a in zip(student.parameters(), ema):
+            p.copy_(a)
     return student.eval().requires_grad_(False), losses
 
 
@@ -170,16 +216,16 @@ def train_student(teacher_path: str | Path, out: str | Path, sc: StudentConfig) 
     teacher.eval().requires_grad_(False)
     text = TextEncoder(cfg.text)
     torch.manual_seed(sc.seed)
-    pairs, prompts = teacher_pairs(teacher, text, cfg, sc)
+    pairs, prompts = teacher_pairs(teacher, text, cfg, sc, folder=out / "pairs")
     before = student_error(teacher, pairs, prompts, text, cfg, sc)
-    student, losses = reflow(teacher, pairs, prompts, text, cfg, sc)
+    student, losses = reflow(teacher, pairs, prompts, text, cfg, sc, state_path=out / "state.safetensors")
     after = student_error(student, pairs, prompts, text, cfg, sc)
     sampling = {"scheduler": "euler", "steps": sc.student_steps, "guidance": 1.0}
     name = f"{meta.get('name', Path(teacher_path).stem)}-student{sc.student_steps}"
     path = out / "student.safetensors"
     shared_vae = {k: v for k, v in tensors.items() if not k.startswith("dit.")}  # the teacher's, unchanged
     student_dit = {f"dit.{k}": v.to(torch.bfloat16) for k, v in student.state_dict().items()}
-    extra = {"sampling": json.dumps(sampling), "recipe": json.dumps(asdict(sc)), "teacher": str(teacher_path)}
+    extra = {"sampling": json.dumps(sampling), "recipe": json.dumps(asdict(sc)), "teacher": Path(teacher_path).name}
     checkpoint.save(path, {**shared_vae, **student_dit}, config, **{**meta, "name": name, **extra})
     k = max(1, len(losses) // 10)
     summary = {
@@ -190,5 +236,19 @@ def train_student(teacher_path: str | Path, out: str | Path, sc: StudentConfig) 
         "few_step_mse_before": before,  # teacher DiT sampled like the student (Euler, no guidance) vs its guided ODE
         "few_step_mse_after": after,
     }
+    summary["compact"] = str(pack_student(path, teacher_path, out / "student-int8.safetensors"))
     (out / "student.json").write_text(json.dumps({"config": asdict(sc), **summary}, indent=2))
     return summary
+
+
+def pack_student(student_path: str | Path, teacher_path: str | Path, out_path: str | Path) -> Path:
+    """The shipping form of a student: its DiT in int8, the VAE read from the teacher's file (see checkpoint.py).
+
+    `out_path` loads wherever the teacher's file lies beside it, or is the bundled model.
+    The first and last DiT layers stay in bf16 (as `tessera.models.quant` keeps them).
+    """
+    tensors, config, meta = checkpoint.load(student_path)
+    meta = {k: v for k, v in meta.items() if k not in ("shared_from", "shared_sha256", "weights")}
+    keep = tuple(f"dit.{name}." for name in KEEP_FULL_PRECISION)
+    checkpoint.save_beside(out_path, tensors, config, teacher_path, int8_keep=keep, **meta)
+    return Path(out_path)

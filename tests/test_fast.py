@@ -138,6 +138,64 @@ def test_student_recipe_runs_end_to_end_and_learns_the_teacher(tiny_checkpoint, 
     teacher, _, _ = checkpoint.load(tiny_checkpoint)
     assert all(torch.equal(tensors[k], teacher[k]) for k in teacher if k.startswith("vae."))  # the VAE is shared
     assert any(not torch.equal(tensors[k], teacher[k]) for k in teacher if k.startswith("dit."))
+    # the shipping form: DiT in int8, the VAE read from the teacher's file beside it
+    compact = out / "student-int8.safetensors"
+    assert summary["compact"] == str(compact)
+    shipped = tmp_path / "ship"
+    shipped.mkdir()
+    (shipped / tiny_checkpoint.name).write_bytes(tiny_checkpoint.read_bytes())
+    (shipped / "s.safetensors").write_bytes(compact.read_bytes())
+    from safetensors import safe_open
+
+    with safe_open(str(shipped / "s.safetensors"), framework="pt") as f:
+        assert not any(k.startswith("vae.") for k in f.keys())
+        assert any(f.get_slice(k).get_dtype() == "I8" for k in f.keys())
+    loaded, _, meta2 = checkpoint.load(shipped / "s.safetensors")
+    assert meta2["sampling"] == meta["sampling"] and set(loaded) == set(tensors)
+    assert all(torch.equal(loaded[k], teacher[k].float()) for k in teacher if k.startswith("vae."))
+    for k in tensors:
+        if k.startswith("dit.") and tensors[k].dim() == 2:
+            w = tensors[k].float()
+            assert (loaded[k] - w).abs().max() <= w.abs().amax(dim=1).max() / 127 * 0.51 + 1e-2 * w.abs().max(), k
+    pipe = TesseraPipeline.from_single_file(shipped / "s.safetensors", ledger=Ledger(tmp_path / "l.sqlite3"))
+    assert pipe.sampling == {"steps": 4, "guidance": 1.0}
+    # without its base beside it (and not bundled), or beside another model's file: a clear error
+    (shipped / tiny_checkpoint.name).unlink()
+    with pytest.raises(checkpoint.CheckpointError, match="not beside it"):
+        checkpoint.load(shipped / "s.safetensors")
+    other = dict(teacher)
+    other["vae.extra_marker"] = torch.zeros(1)
+    checkpoint.save(shipped / tiny_checkpoint.name, other, {}, kind="generator")
+    with pytest.raises(checkpoint.CheckpointError, match="not the checkpoint"):
+        checkpoint.load(shipped / "s.safetensors")
+
+
+def test_student_recipe_resumes_after_a_kill_with_the_same_result(tiny_checkpoint, tmp_path):
+    """Pairs and training state are saved as they are made; a re-run after kill -9 ends where an unbroken run ends."""
+    import signal
+    import time
+
+    def cmd(out):
+        c = [sys.executable, "-m", "tessera", "distill", "--teacher", str(tiny_checkpoint), "--out", str(out)]
+        c += ["--pairs", "8", "--teacher-steps", "2", "--distill-steps", "40", "--distill-batch", "4"]
+        return c + ["--save-every", "5", "--width", "128", "--height", "128", "--duration-s", "1"]
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    whole = subprocess.run(cmd(tmp_path / "a"), capture_output=True, text=True, timeout=600, env=env)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    proc = subprocess.Popen(cmd(tmp_path / "b"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    state = tmp_path / "b" / "state.safetensors"
+    deadline = time.time() + 300
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.exists() and not (tmp_path / "b" / "student.safetensors").exists()
+    again = subprocess.run(cmd(tmp_path / "b"), capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    a, _, _ = checkpoint.load(tmp_path / "a" / "student.safetensors")
+    b, _, _ = checkpoint.load(tmp_path / "b" / "student.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_student_recipe_rejects_bad_input(tmp_path):

@@ -22,7 +22,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--student-steps {args.student_steps} is outside 1..8; a few-step student samples in 1 to 8 steps"
         )
-    for name in ("pairs", "distill_steps", "distill_batch", "teacher_steps"):
+    for name in ("pairs", "distill_steps", "distill_batch", "teacher_steps", "save_every"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1")
     for name, v in (("--width", args.width), ("--height", args.height)):
@@ -34,8 +34,17 @@ def cmd_distill(args: argparse.Namespace) -> int:
         pairs=args.pairs, teacher_scheduler=args.teacher_scheduler, teacher_steps=args.teacher_steps,
         guidance=args.guidance, steps=args.distill_steps, batch=args.distill_batch, lr=args.distill_lr,
         student_steps=args.student_steps, height_px=args.height, width_px=args.width,
-        duration_s=args.duration_s, seed=args.seed,
+        duration_s=args.duration_s, seed=args.seed, save_every=args.save_every,
     )  # fmt: skip
+    if args.pack_only:
+        from pathlib import Path
+
+        from tessera.distill import pack_student
+
+        student = Path(args.out) / "student.safetensors"
+        packed = pack_student(student, args.teacher or bundled_path(), Path(args.out) / "student-int8.safetensors")
+        print(json.dumps({"compact": str(packed)}))
+        return 0
     summary = train_student(args.teacher or bundled_path(), args.out, sc)
     print(json.dumps(summary))
     return 0
@@ -52,6 +61,11 @@ def add_parser(sub) -> None:
     s.add_argument("--distill-steps", type=int, default=2000, help="student training steps")
     s.add_argument("--distill-batch", type=int, default=8)
     s.add_argument("--distill-lr", type=float, default=5e-5)
+    s.add_argument(
+        "--pack-only", action="store_true",
+        help="only write OUT/student-int8.safetensors (DiT in int8, VAE shared with the teacher) from OUT/student.safetensors",
+    )  # fmt: skip
+    s.add_argument("--save-every", type=int, default=100, help="training steps between resumable states")
     s.add_argument("--student-steps", type=int, default=4, help="Euler steps the student samples with")
     s.add_argument("--width", type=int, default=256)
     s.add_argument("--height", type=int, default=256)
