@@ -45,12 +45,12 @@ LOAD_JOB = {
 def tiny_checkpoint(folder: Path) -> str:
     """A randomly initialised tiny generation checkpoint (as the tests use): server overhead, not model time."""
     import torch
-    from tessera.train import generator_tensors
 
     from tessera import checkpoint
     from tessera.config import PRESETS, to_dict
     from tessera.models.dit import DiT
     from tessera.models.vae import VideoVAE
+    from tessera.training.generator import generator_tensors
 
     cfg = PRESETS["tiny"]
     torch.manual_seed(0)
@@ -107,10 +107,21 @@ def start_server(data: Path, checkpoint: str | None, workers: int, log: Path) ->
     raise SystemExit(f"the server did not start; see {log}")
 
 
-def run_job(url: str, headers: dict, body: dict, poll_s: float = 0.02) -> float:
-    """Submit and poll until done; seconds from submission to the done state seen by the client."""
+def run_job(url: str, headers: dict, body: dict, follow: str = "events", poll_s: float = 0.02) -> float:
+    """Submit, then follow the job to its end; seconds from submission to the done state seen by the client.
+
+    follow="events": read the job's server-sent events (what the page does); "poll": GET its status every `poll_s`.
+    """
     t0 = time.perf_counter()
     job = httpx.post(url + "/v1/videos", json=body, headers=headers).json()
+    if follow == "events":
+        with httpx.stream("GET", f"{url}/v1/jobs/{job['id']}/events", headers=headers, timeout=None) as r:
+            for line in r.iter_lines():
+                if line.startswith("data:") and json.loads(line[5:])["state"] in TERMINAL:
+                    state = json.loads(line[5:])["state"]
+                    break
+        assert state == "done", state
+        return time.perf_counter() - t0
     while True:
         state = httpx.get(f"{url}/v1/jobs/{job['id']}", headers=headers).json()["state"]
         if state in TERMINAL:
@@ -119,26 +130,72 @@ def run_job(url: str, headers: dict, body: dict, poll_s: float = 0.02) -> float:
         time.sleep(poll_s)
 
 
+class Connection:
+    """One kept-alive HTTP/1.1 connection for GET requests, as a browser tab holds one.
+
+    Small on purpose: the load client shares the server's 2 cores, and a general client's
+    per-request work (httpx: connection pool, header models) showed up in the latencies
+    it measured while the server sat idle.
+    """
+
+    def __init__(self, url: str):
+        self.host, self.port = httpx.URL(url).host, httpx.URL(url).port
+        self.reader = self.writer = None
+
+    async def get(self, path: str, headers: dict) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n{head}\r\n".encode())
+        try:
+            status_line = await self.reader.readline()
+            lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.writer = None  # the server closed it; the next request opens a new one
+            raise
+        fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)}
+        body = await self.reader.readexactly(int(fields.get("content-length", 0)))
+        if fields.get("connection", "").lower() == "close":
+            self.writer.close()
+            self.writer = None
+        return int(status_line.split()[1]), body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 async def load(url: str, poll_key: dict, submit_keys: list[dict], args) -> dict:
     """Pollers and submitters for `args.load_s` seconds; status codes, latencies and accepted job ids."""
-    codes, latencies_ms, accepted = Counter(), [], []
+    codes, latencies_ms, accepted, lags_ms = Counter(), [], [], []
     seed_job = httpx.post(url + "/v1/videos", json=LOAD_JOB, headers=poll_key).json()["id"]
     targets = [(seed_job, poll_key)]
     end = time.perf_counter() + args.load_s
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=None)) as client:
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
 
         async def poller(i: int) -> None:
+            conn = Connection(url)
             while time.perf_counter() < end:
                 job_id, headers = targets[i % len(targets)]
                 t0 = time.perf_counter()
-                r = await client.get(f"/v1/jobs/{job_id}", headers=headers)
+                try:
+                    status, _ = await conn.get(f"/v1/jobs/{job_id}", headers)
+                except (asyncio.IncompleteReadError, ConnectionError) as e:
+                    codes[type(e).__name__] += 1
+                    continue
                 latencies_ms.append(1000 * (time.perf_counter() - t0))
-                codes[r.status_code] += 1
+                codes[status] += 1
                 await asyncio.sleep(args.poll_interval_s)
+            conn.close()
 
         async def submitter(headers: dict) -> None:
             while time.perf_counter() < end:
-                r = await client.post("/v1/videos", json=LOAD_JOB, headers=headers)
+                try:
+                    r = await client.post("/v1/videos", json=LOAD_JOB, headers=headers)
+                except httpx.TransportError as e:
+                    codes[type(e).__name__] += 1
+                    continue
                 codes[r.status_code] += 1
                 if r.status_code == 202:
                     accepted.append((r.json()["id"], headers))
@@ -147,8 +204,17 @@ async def load(url: str, poll_key: dict, submit_keys: list[dict], args) -> dict:
                 else:
                     await asyncio.sleep(float(r.headers.get("Retry-After", args.submit_interval_s)))
 
-        await asyncio.gather(*(poller(i) for i in range(args.pollers)), *(submitter(k) for k in submit_keys))
-    return {"codes": codes, "latencies_ms": latencies_ms, "accepted": [seed_job, *(a[0] for a in accepted)]}
+        async def lag_probe() -> None:  # how late this client's own event loop runs: part of every latency above
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                await asyncio.sleep(0.01)
+                lags_ms.append(1000 * (time.perf_counter() - t0 - 0.01))
+
+        await asyncio.gather(
+            *(poller(i) for i in range(args.pollers)), *(submitter(k) for k in submit_keys), lag_probe()
+        )
+    accepted_ids = [seed_job, *(a[0] for a in accepted)]
+    return {"codes": codes, "latencies_ms": latencies_ms, "accepted": accepted_ids, "lags_ms": lags_ms}
 
 
 def main() -> None:
@@ -202,11 +268,14 @@ def measure(url: str, store: JobStore, keys: list[dict], args) -> dict:
         run_job(url, keys[0], {**WARM_JOB, "seed": 99})  # the worker's first job after its warm-up
         server_s = float(np.median([run_job(url, keys[0], {**WARM_JOB, "seed": i}) for i in range(args.runs)]))
         out["server_job_s"] = round(server_s, 3)
-        print(f"idle server, same job: {server_s:.2f} s")
+        print(f"idle server, same job, followed by its event stream: {server_s:.2f} s")
+        polled = [run_job(url, keys[0], {**WARM_JOB, "seed": i}, "poll", 0.25) for i in range(args.runs)]
+        out["server_job_s_polling_every_250ms"] = round(float(np.median(polled)), 3)
+        print(f"idle server, same job, status polled every 250 ms: {out['server_job_s_polling_every_250ms']:.2f} s")
     got = asyncio.run(load(url, keys[0], keys[1:], args))
     lat = np.array(got["latencies_ms"])
-    codes = {str(k): v for k, v in sorted(got["codes"].items())}
-    deadline = time.time() + 1800
+    codes = {str(k): v for k, v in sorted(got["codes"].items(), key=str)}
+    deadline = time.time() + (1800 if args.workers else 0)  # without workers (server overhead alone) nothing ends
     while time.time() < deadline and any(store.get_job(i)["state"] not in TERMINAL for i in got["accepted"]):
         time.sleep(1)
     states = Counter(store.get_job(i)["state"] for i in got["accepted"])
@@ -218,11 +287,15 @@ def measure(url: str, store: JobStore, keys: list[dict], args) -> dict:
         "submit_interval_s": args.submit_interval_s,
         "requests": int(sum(got["codes"].values())),
         "status_codes": codes,
-        "server_errors_5xx": int(sum(v for k, v in got["codes"].items() if k >= 500)),
+        "server_errors_5xx": int(sum(v for k, v in got["codes"].items() if isinstance(k, int) and k >= 500)),
+        "transport_errors": int(sum(v for k, v in got["codes"].items() if isinstance(k, str))),
         "status_latency_ms": {
             p: round(float(np.percentile(lat, q)), 2) for p, q in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))
         },
         "target_p99_ms": 50,
+        "client_loop_lag_ms": {
+            p: round(float(np.percentile(got["lags_ms"], q)), 2) for p, q in (("p50", 50), ("p99", 99), ("max", 100))
+        },
         "accepted_jobs": len(got["accepted"]),
         "accepted_job_states": dict(states),
         "lost_jobs": sum(n for state, n in states.items() if state not in TERMINAL),

@@ -7,8 +7,10 @@ own jobs and files (someone else's job answers 404, as an unknown one does).
 """
 
 import asyncio
+import gc
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from contextlib import asynccontextmanager
@@ -113,17 +115,24 @@ def job_view(store: JobStore, row: dict) -> Job:
 
 
 class Validator:
-    """The pipeline the HTTP process holds for `check_request` only (loaded once, never run)."""
+    """The pipeline the HTTP process holds for `check_request` only (loaded once, never run).
+
+    One check at a time: a check is CPU work in Python (the prompt filter's text model), and
+    several at once in the request threads would hold the interpreter lock in turns against
+    the event loop that answers every status request.
+    """
 
     def __init__(self, cfg: ServeConfig, pipe=None):
         self.cfg, self._pipe = cfg, pipe
+        self._lock = threading.Lock()
 
     def check(self, params: dict) -> dict:
         from tessera.serve.worker import check_request, load_pipeline
 
-        if self._pipe is None:
-            self._pipe = load_pipeline(self.cfg.checkpoint, "cpu")
-        return check_request(self._pipe, params)
+        with self._lock:
+            if self._pipe is None:
+                self._pipe = load_pipeline(self.cfg.checkpoint, "cpu")
+            return check_request(self._pipe, params)
 
     def has_student(self) -> bool:
         return bool(getattr(self._pipe, "student", None))
@@ -146,6 +155,8 @@ def create_app(cfg: ServeConfig, supervise: bool = True, pipe=None) -> FastAPI:
     async def lifespan(app: FastAPI):
         nonlocal supervisor
         await asyncio.to_thread(validator.check, {"prompt": "warm up"})  # load once, before the first request
+        gc.collect()
+        gc.freeze()  # the loaded models' objects: never traced again, so no collection pauses a request for long
         if supervise:
             from tessera.serve.supervisor import Supervisor
 
@@ -172,7 +183,7 @@ def create_app(cfg: ServeConfig, supervise: bool = True, pipe=None) -> FastAPI:
     app.add_middleware(RequestCounter, counts=http_counts)
     _error_handlers(app)
 
-    def api_key(
+    async def api_key(  # async: a key lookup is one indexed read, cheaper than a hop to the thread pool
         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
         x_api_key: Annotated[str | None, Security(X_API_KEY)],
     ) -> dict:
@@ -186,7 +197,7 @@ def create_app(cfg: ServeConfig, supervise: bool = True, pipe=None) -> FastAPI:
             )
         return key
 
-    def submit_key(key: Annotated[dict, Depends(api_key)]) -> dict:
+    async def submit_key(key: Annotated[dict, Depends(api_key)]) -> dict:
         wait = limiter.hit(key["id"], key["rate_per_min"] or cfg.rate_per_min)
         if wait:
             raise HTTPException(
@@ -289,7 +300,7 @@ def _job_routes(app: FastAPI, store: JobStore, validator: Validator, Key, Submit
         return FileResponse(path, media_type="video/mp4", filename=f"tessera-{job_id}.mp4")
 
 
-async def _event_stream(store: JobStore, job_id: str, poll_s: float = 0.25):
+async def _event_stream(store: JobStore, job_id: str, poll_s: float = 0.1):
     last = None
     while True:
         row = store.get_job(job_id)

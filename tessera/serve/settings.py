@@ -34,6 +34,8 @@ class ServeConfig:
     max_upload_frames: int = 600
     lease_s: float = 20.0  # a running job whose worker has not reported for this long is queued again
     poll_s: float = 0.2  # how often an idle worker looks for work
+    worker_nice: int = 10  # CPU priority of workers below the HTTP process (0: same), so requests are answered
+    # at once while generations run; on a GPU the worker mostly waits, so this costs it little
     cors_origins: tuple[str, ...] = ()  # empty: CORS off
 
     @property

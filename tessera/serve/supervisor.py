@@ -78,7 +78,7 @@ class Supervisor:
         owner = f"{self.run_id}/w{slot}/{len(self.owners)}-{time.time():.0f}"
         cmd = [sys.executable, "-m", "tessera.serve.worker", "--data", str(cfg.data_dir), "--owner", owner]
         cmd += ["--threads", str(threads), "--lease-s", str(cfg.lease_s), "--poll-s", str(cfg.poll_s)]
-        cmd += ["--parent-pid", str(os.getpid())]
+        cmd += ["--parent-pid", str(os.getpid()), "--nice", str(cfg.worker_nice)]
         if cfg.checkpoint:
             cmd += ["--checkpoint", str(cfg.checkpoint)]
         if cfg.device:

@@ -188,8 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lease-s", type=float, default=20.0)
     p.add_argument("--poll-s", type=float, default=0.2)
     p.add_argument("--parent-pid", type=int, default=None)
+    p.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority by this much (0-19)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker {args.owner} %(levelname)s %(message)s")
+    if args.nice:
+        os.nice(max(0, min(19, args.nice)))
     if args.parent_pid:
         _die_with_parent()
         if os.getppid() != args.parent_pid:
