@@ -85,6 +85,33 @@ def test_job_runs_to_a_playable_video_served_with_ranges(server):
     assert v.json()["generation"]["generation_id"] == job["generation_id"]
 
 
+def test_enhanced_prompt_is_part_of_the_job(server):
+    job = submit(server, prompt="a crimson ball gliding leftwards over a pitch-black backdrop").json()
+    assert job["enhanced_prompt"] and job["enhanced_prompt"] != job["params"]["prompt"]
+    assert "red" in job["enhanced_prompt"] and "circle" in job["enhanced_prompt"]
+    plain = submit(server, prompt="a red circle moving left", enhance=False).json()
+    assert plain["enhanced_prompt"] is None and plain["unmapped_words"] == []
+
+
+def test_fast_jobs_run_on_the_student_with_its_own_sampling(server, tiny_checkpoint, tmp_path, monkeypatch):
+    """With a student configured, fast=true is accepted and runs in the student's steps, whatever `steps` says."""
+    from tessera import checkpoint as ckpt
+
+    tensors, config, meta = ckpt.load(tiny_checkpoint)
+    student_path = tmp_path / "student.safetensors"
+    sampling = '{"scheduler": "euler", "steps": 3, "guidance": 1.0}'
+    ckpt.save(student_path, tensors, config, **{**meta, "sampling": sampling})
+    monkeypatch.setattr(server.cfg, "student", str(student_path))
+    server.worker.student = worker_mod.load_student(str(student_path), "cpu")
+    server.worker.student.watermarker, server.worker.student.ledger = server.worker.pipe.watermarker, Ledger()
+    r = submit(server, fast=True, steps=40, guidance=7.0)
+    assert r.status_code == 202, r.text
+    assert server.work()["state"] == "done"
+    job = server.client.get(f"/v1/jobs/{r.json()['id']}", headers=server.alice).json()
+    assert job["state"] == "done" and job["progress"]["total"] == 3
+    assert Ledger().get(job["generation_id"]).record.settings["steps"] == 3
+
+
 def test_a_key_sees_only_its_own_jobs_and_files(server):
     job = submit(server).json()
     server.work()

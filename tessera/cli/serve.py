@@ -19,6 +19,7 @@ def config_from_args(args: argparse.Namespace):
     cfg = ServeConfig(
         data_dir=Path(args.data) if args.data else default_data_dir(),
         checkpoint=args.checkpoint,
+        student=args.student,
         device=args.device,
         max_queue=args.max_queue,
         retention_s=args.retention_h * 3600,
@@ -74,6 +75,10 @@ def add_parser(sub) -> None:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--data", default=None, help="folder for jobs, videos and uploads (default: $TESSERA_HOME/serve)")
     s.add_argument("--checkpoint", default=None, help="generation checkpoint; default: the bundled model")
+    s.add_argument(
+        "--student", default=None,
+        help="few-step student checkpoint for fast jobs (default: the bundled one, when serving the bundled model)",
+    )  # fmt: skip
     s.add_argument("--workers", type=int, default=None, help="worker processes (default: one per GPU, else 1)")
     s.add_argument("--device", default=None, help="cpu or cuda (default: a GPU if there is one)")
     s.add_argument("--max-queue", type=int, default=64, help="queued jobs before POST answers 429")

@@ -55,7 +55,12 @@ class VideoRequest(BaseModel):
     steps: int = Field(25, ge=1, le=200)
     guidance: float = Field(4.0, ge=0, le=50)
     scheduler: str = Field("euler", max_length=32)
-    fast: bool = Field(False, description="use the few-step student when the model has one (501 when not)")
+    fast: bool = Field(
+        False,
+        description="use the few-step student when the server has one (501 when not); it samples with its own "
+        "steps and guidance, so steps, guidance, scheduler and negative_prompt are not used",
+    )
+    enhance: bool = Field(True, description="rewrite the prompt into the model's caption style first")
 
 
 class Progress(BaseModel):
@@ -76,6 +81,8 @@ class Job(BaseModel):
     started_at: float | None
     finished_at: float | None
     params: dict
+    enhanced_prompt: str | None = Field(None, description="the prompt as the model reads it (the enhancer's rewrite)")
+    unmapped_words: list[str] = Field([], description="words the enhancer kept as typed (it knows no value for them)")
     video_url: str | None
     generation_id: str | None
     expired: bool
@@ -96,7 +103,11 @@ def job_view(store: JobStore, row: dict) -> Job:
     if row["state"] == "running" and step > 0 and row["started"]:
         eta = round((time.time() - row["started"]) / step * (total - step), 2)
     done = row["state"] == "done" and not row["expired"]
+    params = json.loads(row["params"])
+    resolved = params.get("resolved") or {}
     return Job(
+        enhanced_prompt=resolved.get("enhanced_prompt"),
+        unmapped_words=resolved.get("unmapped_words", []),
         id=row["id"],
         kind=row["kind"],
         state=row["state"],
@@ -107,7 +118,7 @@ def job_view(store: JobStore, row: dict) -> Job:
         created_at=row["created"],
         started_at=row["started"],
         finished_at=row["finished"],
-        params=json.loads(row["params"]),
+        params=params,
         video_url=f"/v1/jobs/{row['id']}/video" if done else None,
         generation_id=row["generation_id"],
         expired=bool(row["expired"]),
@@ -135,7 +146,12 @@ class Validator:
             return check_request(self._pipe, params)
 
     def has_student(self) -> bool:
-        return bool(getattr(self._pipe, "student", None))
+        """Whether the workers load a few-step student: the configured one, or the bundled one with the bundled model."""
+        from tessera.pipeline import bundled_student
+
+        if self.cfg.student:
+            return True
+        return self.cfg.checkpoint is None and bundled_student().is_file()
 
 
 # -- the app -------------------------------------------------------------------------------------------
@@ -243,7 +259,7 @@ def _job_routes(app: FastAPI, store: JobStore, validator: Validator, Key, Submit
         """Queue a text-to-video job. 400: refused by the prompt filter (with its category); 422: bad value."""
         params = body.model_dump()
         if body.fast and not validator.has_student():
-            raise HTTPException(501, "this model has no few-step student yet; send fast=false")
+            raise HTTPException(501, "this server has no few-step student; send fast=false")
         params["resolved"] = validator.check(params)
         try:
             row = store.create_job(key["id"], "video", params, cfg.max_queue)

@@ -22,6 +22,7 @@ class ServeConfig:
 
     data_dir: Path = field(default_factory=default_data_dir)
     checkpoint: str | None = None  # generation checkpoint; None: the bundled model
+    student: str | None = None  # few-step student for fast jobs; None: the bundled one, with the bundled model
     workers: int = 1  # worker processes; with GPUs, one per GPU unless set
     device: str | None = None  # None: a GPU if there is one, else the CPU
     max_queue: int = 64  # queued jobs over all keys; beyond it POST answers 429

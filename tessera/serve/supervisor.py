@@ -81,6 +81,8 @@ class Supervisor:
         cmd += ["--parent-pid", str(os.getpid()), "--nice", str(cfg.worker_nice)]
         if cfg.checkpoint:
             cmd += ["--checkpoint", str(cfg.checkpoint)]
+        if cfg.student:
+            cmd += ["--student", str(cfg.student)]
         if cfg.device:
             cmd += ["--device", "cuda" if gpus else cfg.device]
         self.procs[slot] = subprocess.Popen(cmd, env=env)

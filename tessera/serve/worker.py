@@ -46,17 +46,27 @@ def load_pipeline(checkpoint: str | None, device: str | None):
     return TesseraPipeline.from_single_file(checkpoint, device=device, **components)
 
 
+def load_student(path: str | None, device: str | None):
+    """The few-step student's pipeline (`path`, else the bundled student when one ships), or None."""
+    from tessera.pipeline import bundled_student
+
+    path = path or (str(bundled_student()) if bundled_student().is_file() else None)
+    return load_pipeline(path, device) if path else None
+
+
 def _call_kwargs(params: dict) -> dict:
-    """API fields -> the pipeline's keyword arguments."""
+    """API fields -> the pipeline's keyword arguments. A fast job samples as its student says (steps, guidance)."""
+    fast = bool(params.get("fast"))
     return dict(
-        negative_prompt=params.get("negative_prompt"),
-        num_inference_steps=params.get("steps", 25),
-        guidance_scale=params.get("guidance", 4.0),
+        negative_prompt=None if fast else params.get("negative_prompt"),
+        num_inference_steps=None if fast else params.get("steps", 25),
+        guidance_scale=None if fast else params.get("guidance", 4.0),
         width=params.get("width"),
         height=params.get("height"),
         duration_s=params.get("duration_s"),
         fps=params.get("fps"),
         seed=params.get("seed", 0),
+        enhance=params.get("enhance", True),
     )
 
 
@@ -74,7 +84,12 @@ def check_request(pipe, params: dict) -> dict:
     if scheduler not in SCHEDULERS:
         raise InputError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(sorted(SCHEDULERS))}")
     req = pipe.check_request(params.get("prompt", ""), **_call_kwargs(params))
-    return {"frames": req.frames, "height": req.height_px, "width": req.width_px, "fps": req.fps}
+    enhanced = req.enhanced[0]
+    return {
+        "frames": req.frames, "height": req.height_px, "width": req.width_px, "fps": req.fps,
+        "enhanced_prompt": req.encoded_prompts[0] if enhanced is not None else None,
+        "unmapped_words": list(enhanced.unknown) if enhanced is not None else [],
+    }  # fmt: skip
 
 
 def run_generation(pipe, params: dict, out_path: Path, on_progress) -> dict:
@@ -85,7 +100,7 @@ def run_generation(pipe, params: dict, out_path: Path, on_progress) -> dict:
     """
     out = pipe(
         params["prompt"],
-        scheduler=params.get("scheduler") or None,
+        scheduler=None if params.get("fast") else params.get("scheduler") or None,
         output_type="mp4",
         output_path=out_path,
         callback=on_progress,
@@ -100,9 +115,9 @@ def run_generation(pipe, params: dict, out_path: Path, on_progress) -> dict:
 class Worker:
     """Claims jobs from the store, runs them, reports progress and renews its lease."""
 
-    def __init__(self, store: JobStore, pipe, videos_dir: Path, owner: str, lease_s: float = 20.0):
+    def __init__(self, store: JobStore, pipe, videos_dir: Path, owner: str, lease_s: float = 20.0, student=None):
         self.store, self.pipe, self.videos_dir = store, pipe, Path(videos_dir)
-        self.owner, self.lease_s = owner, lease_s
+        self.owner, self.lease_s, self.student = owner, lease_s, student
 
     def run_one(self) -> dict | None:
         """Claim and run the oldest queued job; returns it (with its end state) or None when idle."""
@@ -128,7 +143,10 @@ class Worker:
 
         out = self.videos_dir / f"{job_id}.mp4"
         try:
-            result = run_generation(self.pipe, params, out, on_progress)
+            if params.get("fast") and self.student is None:
+                raise InputError("this worker has no few-step student; send fast=false")
+            pipe = self.student if params.get("fast") else self.pipe
+            result = run_generation(pipe, params, out, on_progress)
         except JobCancelled:
             self.store.end(job_id, self.owner, "cancelled")
             return {**job, "state": "cancelled"}
@@ -183,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--owner", required=True)
     p.add_argument("--checkpoint", default=None)
+    p.add_argument("--student", default=None, help="few-step student for fast jobs (default: the bundled one)")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--lease-s", type=float, default=20.0)
@@ -204,10 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data)
     pipe = load_pipeline(args.checkpoint, args.device)
     warm_up(pipe)
-    log.info("ready")
-    Worker(JobStore(data / "jobs.sqlite3"), pipe, data / "videos", args.owner, args.lease_s).serve_forever(
-        args.poll_s, args.parent_pid
-    )
+    student = load_student(args.student, args.device) if args.checkpoint is None or args.student else None
+    if student is not None:
+        warm_up(student)
+    log.info("ready%s", " (with the few-step student)" if student is not None else "")
+    worker = Worker(JobStore(data / "jobs.sqlite3"), pipe, data / "videos", args.owner, args.lease_s, student)
+    worker.serve_forever(args.poll_s, args.parent_pid)
     return 0
 
 
