@@ -118,6 +118,41 @@ def warm_speed(rounds: int) -> dict:
     }  # fmt: skip
 
 
+def student_speed(rounds: int) -> dict:
+    """Warm seconds per finished clip (256×256, 2 s: denoise, decode, mark, MP4 written, signed, recorded):
+    the bundled few-step student against the teacher at its defaults, interleaved, one pipeline each."""
+    from tessera.pipeline import TesseraPipeline, bundled_student
+    from tessera.safety.watermarker import Ledger
+
+    if not bundled_student().is_file():
+        return {"error": f"no bundled student at {bundled_student()}"}
+    tmp = tempfile.TemporaryDirectory()
+    pipes = {
+        "teacher (euler 25, guidance 4)": TesseraPipeline.from_single_file(ledger=Ledger(f"{tmp.name}/l.sqlite3")),
+        "student": TesseraPipeline.from_single_file(bundled_student(), ledger=Ledger(f"{tmp.name}/l.sqlite3")),
+    }
+    times: dict[str, list[float]] = {name: [] for name in pipes}
+    for r in range(rounds + 1):  # round 0 warms caches and is not counted
+        for name, pipe in pipes.items():
+            path = Path(tmp.name) / f"{r}.mp4"
+            t0 = time.perf_counter()
+            pipe(PROMPT, seed=r, output_type="mp4", output_path=path)
+            if r:
+                times[name].append(time.perf_counter() - t0)
+            path.unlink()
+        if r:
+            print(f"round {r}: " + ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items()), flush=True)
+    student = pipes["student"]
+    ratios = [t / s for t, s in zip(*times.values())]
+    return {
+        "student_sampling": {**student.sampling, "scheduler": type(student.scheduler).__name__},
+        "clip_median_s": {name: round(statistics.median(t), 3) for name, t in times.items()},
+        "clip_runs_s": {name: [round(x, 3) for x in t] for name, t in times.items()},
+        "speedup_median": round(statistics.median(ratios), 2),
+        "target_student_s": 1.0,
+    }
+
+
 def dit_calls(rounds: int) -> dict:
     """Seconds for 3 guided DiT calls (batch 2, 320 tokens: 256×256, 2 s): K/V reused, recomputed, int8; interleaved."""
     import torch
@@ -242,7 +277,7 @@ def plot(adherence: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["speed", "calls", "adherence", "plot"], default=None)
+    ap.add_argument("--only", choices=["speed", "student", "calls", "adherence", "plot"], default=None)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cold-runs", type=int, default=3)
     ap.add_argument("--every", type=int, default=5, help="adherence on every k-th of the 120 eval prompts")
@@ -250,12 +285,21 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.is_file() else {}
-    result = {k: previous[k] for k in ("adherence", "dit_calls", "machine") if k in previous}  # finished runs are kept
+    kept = ("adherence", "dit_calls", "machine", "student", "warm", "cold", "weight_memory")
+    result = {k: previous[k] for k in kept if k in previous}  # finished runs are kept
     result["benchmark"] = "generation speed (warm and cold) and adherence vs steps, bundled model, 256x256, 2 s"
     if args.only in (None, "speed"):
         result["machine"] = machine()
         result.update(warm_speed(args.rounds))
         result["cold"] = cold_cli(args.cold_runs)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+    if args.only in (None, "student"):
+        result["machine"] = machine()
+        result["student"] = student_speed(max(5, args.rounds))
+        print(json.dumps(result["student"]), flush=True)
+        if args.only == "student":
+            result["cold"] = cold_cli(args.cold_runs)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
     if args.only in (None, "calls"):
