@@ -321,6 +321,28 @@ def test_legacy_files_read_as_legacy(home, tmp_path, capsys):
     assert code == 0 and out["mark"]["origin"] == "legacy" and "legacy" in out["verdict"]
 
 
+def test_records_of_the_old_jsonl_registry_are_imported_once_and_trace_old_files(home, tmp_path, capsys):
+    frames = wm.embed(scene(7), wm.make_payload("tessera-small", "gen-old"), LEGACY_KEY)
+    path = write_mp4(frames, tmp_path / "old.mp4", fps=8)
+    old = {"generation_id": "gen-old", "model_id": "tessera-small", "prompt": "a red circle", "seed": 3, "steps": 25,
+           "guidance": 4.0, "width_px": W, "height_px": H, "frames": T, "fps": 8,
+           "created_at": "2026-11-20T10:00:00+00:00", "video_hash": fp.video_hash(read_video(path)[0])}  # fmt: skip
+    home.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(old), json.dumps({"generation_id": "x"}), '{"generation_id": "torn", "mod']
+    (home / "fingerprints.jsonl").write_text("\n".join(lines))
+    assert main(["ledger", "import"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["imported"] == 1 and [s["line"] for s in out["skipped"]] == [2, 3]
+    assert main(["ledger", "import"]) == 0  # a second run adds nothing
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["already_present"] == 1
+    entry = Ledger(key=load_key()).get("gen-old")
+    assert entry.signature_ok and entry.record.prompt is None and entry.record.key_id == "legacy"
+    assert entry.record.prompt_sha256 != "" and entry.record.settings["steps"] == 25
+    code, report = verify(path, capsys)
+    assert code == 0 and report["ledger"]["generation_id"] == "gen-old" and report["mark"]["origin"] == "legacy"
+    assert main(["ledger", "import", str(tmp_path / "missing.jsonl")]) == 2
+
+
 def test_verify_exit_codes_for_bad_input_and_internal_errors(home, tmp_path, capsys, monkeypatch):
     assert main(["verify", str(tmp_path / "missing.mp4")]) == 2
     (tmp_path / "junk.mp4").write_bytes(b"not a video")

@@ -1,4 +1,4 @@
-"""`tessera ledger export | prune`: the provenance ledger's records out as JSON lines, or old ones removed."""
+"""`tessera ledger export | prune | import`: records out as JSON lines, old ones removed, or an old registry signed in."""
 
 from __future__ import annotations
 
@@ -37,8 +37,26 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tessera.safety.keys import load_key, tessera_home
+    from tessera.safety.ledger import LEGACY_REGISTRY, Ledger
+
+    source = Path(args.source) if args.source else tessera_home() / LEGACY_REGISTRY
+    if not source.is_file():
+        raise UsageError(f"{source} is not a file; pass the old registry (fingerprints.jsonl) to import")
+    try:
+        result = Ledger(args.ledger, key=load_key()).import_legacy(source, store_prompt=args.store_prompt)
+    except (OSError, UnicodeError) as e:
+        raise UsageError(f"cannot read {source} ({e}); pass a readable JSON-lines file") from e
+    result["skipped"] = [{"line": n, "why": why} for n, why in result["skipped"]]
+    print(json.dumps({**result, "source": str(source)}))
+    return 0
+
+
 def add_parser(sub) -> None:
-    p = sub.add_parser("ledger", help="export or prune the provenance ledger")
+    p = sub.add_parser("ledger", help="export, prune or import into the provenance ledger")
     p.add_argument("--ledger", default=None, help="ledger file (default: $TESSERA_HOME/ledger.sqlite3)")
     actions = p.add_subparsers(dest="action", required=True)
     e = actions.add_parser("export", help="every record, with its signature, as JSON lines")
@@ -47,3 +65,11 @@ def add_parser(sub) -> None:
     r = actions.add_parser("prune", help="delete records older than a number of days")
     r.add_argument("--older-than-days", type=float, required=True)
     r.set_defaults(func=cmd_prune)
+    i = actions.add_parser(
+        "import", help="sign and add the records of the JSON-lines registry earlier releases kept (fingerprints.jsonl)"
+    )
+    i.add_argument(
+        "source", nargs="?", default=None, help="the old registry (default: $TESSERA_HOME/fingerprints.jsonl)"
+    )
+    i.add_argument("--store-prompt", action="store_true", help="keep the prompts in the records (default: their hash)")
+    i.set_defaults(func=cmd_import)

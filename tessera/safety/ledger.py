@@ -106,6 +106,38 @@ class ProvenanceRecord:
         return cls(**{k: v for k, v in obj.items() if k in names})  # keys from newer writers are ignored
 
 
+LEGACY_REGISTRY = "fingerprints.jsonl"  # where releases before the ledger recorded generations
+_LEGACY_FIELDS = ("generation_id", "model_id", "prompt", "seed", "created_at", "video_hash")
+
+
+def record_from_legacy(obj: dict, store_prompt: bool = False) -> ProvenanceRecord:
+    """One line of the old JSONL registry as a ledger record (legacy-key mark; no model hash was kept).
+
+    Raises ValueError naming what is missing or malformed.
+    """
+    missing = [k for k in _LEGACY_FIELDS if k not in obj]
+    if missing:
+        raise ValueError(f"lacks {', '.join(missing)}")
+    if not isinstance(obj["prompt"], str) or not isinstance(obj["video_hash"], str):
+        raise ValueError("prompt and video_hash must be strings")
+    settings = {k: obj[k] for k in ("steps", "guidance", "width_px", "height_px", "frames", "fps") if k in obj}
+    return ProvenanceRecord(
+        generation_id=str(obj["generation_id"]),
+        kind="generate",
+        model_id=str(obj["model_id"]),
+        model_hash="unknown (imported from the JSONL registry)",
+        prompt_sha256=prompt_sha256(obj["prompt"]),
+        seed=int(obj["seed"]),
+        settings=settings,
+        filter_decision="not checked (made before the prompt filter)",
+        video_hash=obj["video_hash"],
+        payload=make_payload(str(obj["model_id"]), str(obj["generation_id"])).hex(),
+        key_id="legacy",
+        created_at=str(obj["created_at"]),
+        prompt=obj["prompt"] if store_prompt else None,
+    )
+
+
 @dataclass
 class LedgerEntry:
     """A record as read back, with its row number and whether its signature holds under our key."""
@@ -192,6 +224,32 @@ class Ledger:
             if d <= max_distance and (best is None or d < best.distance):
                 best, best.distance = entry, d
         return best
+
+    def import_legacy(self, path: str | Path, store_prompt: bool = False) -> dict:
+        """Sign and append the records of an old JSONL registry that are not here yet (by generation id).
+
+        Returns {"imported", "already_present", "skipped": [(line number, why)]}; running it twice imports nothing twice.
+        """
+        if self._mac_key is None:
+            raise ValueError("the ledger was opened without a key; pass key=load_key() to import records")
+        have = {e.record.generation_id for e in self._entries()}
+        imported, present, skipped = 0, 0, []
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = record_from_legacy(json.loads(line), store_prompt)
+                except (ValueError, TypeError, AttributeError) as e:  # a torn last line, a foreign line
+                    skipped.append((n, str(e)[:200]))
+                    continue
+                if record.generation_id in have:
+                    present += 1
+                    continue
+                self.append(record)
+                have.add(record.generation_id)
+                imported += 1
+        return {"imported": imported, "already_present": present, "skipped": skipped}
 
     def export(self, out: str | Path) -> int:
         """Write every record as JSON lines ({seq, record, signature}) to `out`; returns how many."""
