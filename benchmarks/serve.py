@@ -31,6 +31,7 @@ import numpy as np
 
 from tessera.serve.db import TERMINAL, JobStore
 from tessera.serve.keys import create_key
+from tessera.serve.launch import start
 
 WARM_JOB = {"prompt": "a red circle moving left on a black background", "width": 256, "height": 256, "duration_s": 2.0}
 LOAD_JOB = {
@@ -81,30 +82,12 @@ def start_server(data: Path, checkpoint: str | None, workers: int, log: Path) ->
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [
-        sys.executable,
-        "-m",
-        "tessera",
-        "serve",
-        "--data",
-        str(data),
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-    ]
-    cmd += ["--max-queue", "64", "--rate-per-min", "600"] + (["--checkpoint", checkpoint] if checkpoint else [])
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))  # noqa: SIM115
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(url + "/healthz", timeout=2).json()["workers"] == workers:
-                return proc, url
-        except (httpx.HTTPError, ValueError):
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit(f"the server did not start; see {log}")
+    extra = ["--max-queue", "64", "--rate-per-min", "600"]
+    try:
+        proc = start(data, port, workers, log, checkpoint=checkpoint, extra=extra, timeout_s=300)
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from e
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def run_job(url: str, headers: dict, body: dict, follow: str = "events", poll_s: float = 0.02) -> float:

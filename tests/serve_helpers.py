@@ -86,39 +86,9 @@ def free_port() -> int:
 
 def start_server(data: Path, checkpoint: str | None, port: int, workers: int, env: dict, log: Path):
     """`tessera serve` as a child process, logging to `log`; returns the Popen once /healthz answers."""
-    import subprocess
-    import sys
-    import time
+    from tessera.serve.launch import start
 
-    import httpx
-
-    cmd = [
-        sys.executable,
-        "-m",
-        "tessera",
-        "serve",
-        "--data",
-        str(data),
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-    ]
-    if checkpoint:
-        cmd += ["--checkpoint", str(checkpoint)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))  # noqa: SIM115
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"tessera serve exited with {proc.returncode}; see {log}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()["workers"] == workers:
-                return proc
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"tessera serve did not answer within 180 s; see {log}")
+    return start(data, port, workers, log, checkpoint=checkpoint, env=env)
 
 
 def children(pid: int) -> list[int]:

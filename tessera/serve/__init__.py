@@ -6,5 +6,6 @@ worker.py      worker processes with a warm pipeline; the only place that calls 
 supervisor.py  starts and restarts workers, requeues expired leases, deletes old results
 uploads.py     upload checks (type, size, decodable, pixels, frames)
 keys.py        API keys, stored hashed
+launch.py      start `tessera serve` as a child process and wait until it answers
 static/        the page (plain HTML + JS)
 """
