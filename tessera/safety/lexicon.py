@@ -47,7 +47,7 @@ _CAPITALISED_NAME = re.compile(r"\b([A-Z][a-z]+)\s+((?:[A-Z][a-z]*\.?\s+)?[A-Z][
 
 @dataclass
 class Match:
-    group: str  # a category, or minor / instruction / make / weapon / nude / art
+    group: str  # a category, or minor / instruction / make / weapon / nude / art / likeness
     term: str  # the term as written in the data file
     start: int  # first token index in the normalised prompt
     end: int  # one past the last token
@@ -198,7 +198,7 @@ class Lexicon:
         matches = [m for v in views for m in self.find(v)]
         groups = {m.group for m in matches}
         minor = "minor" in groups or any(_is_minor_age(v) for v in views)
-        if "nude" in groups and ("art" not in groups or minor):
+        if "nude" in groups and (not groups & {"art", "likeness"} or minor):
             groups.add("sexual")  # nudity outside a named work of art (a statue, a painting) is refused
             for m in matches:
                 m.group = "sexual" if m.group == "nude" else m.group
@@ -207,7 +207,9 @@ class Lexicon:
         if {"weapon", "instruction", "make"} <= groups:
             groups.add("weapons")
             matches.append(Match("weapons", "instructions for a weapon", 0, 0))
-        if "real_people" not in groups and (name := person_named(prompt, matches)):
+        if "likeness" in groups and not _REALISM.search(prompt):
+            groups.discard("real_people")  # a statue or wax figure of a public figure: the classifier decides
+        elif "real_people" not in groups and (name := person_named(prompt, matches)):
             groups.add("real_people")
             matches.append(Match("real_people", name, 0, 0))
         category = next((c for c in PRIORITY if c in groups), None)
