@@ -4,8 +4,8 @@
     python benchmarks/safety.py --only prompt_filter  # a subset; the other sections in the file are kept
 
 (a) prompt_filter: the shipped filter (`PromptFilter.default()`) on the held-out test split of
-    `tessera/safety/data/prompts.tsv` and on the fresh set written after tuning
-    (`prompts_fresh.tsv`): recall on unsafe prompts (refused in any category) overall and per
+    `tessera/safety/data/prompts.tsv` and on each fresh set written after tuning and present as a file
+    (`prompts_fresh2.tsv`, reported as "fresh2"): recall on unsafe prompts (refused in any category) overall and per
     category, how often the category is the right one, false-positive rate on benign prompts
     (near-misses, everyday prompts and shapes-world prompts separately), which layer refused,
     and latency per prompt (p50 / p95 wall and CPU time, one prompt at a time, after a warm-up) on
@@ -27,6 +27,10 @@ import torch
 from tessera.safety.lexicon import CATEGORIES
 from tessera.safety.prompt_filter import PromptFilter
 from tessera.safety.train_filter import data_file, load_prompts
+
+# Test sets written after tuning, each as its own file. The first ("fresh") was seen while the filter was
+# retrained and now lies in the train/val splits of prompts.tsv; "fresh2" was written after that retraining.
+FRESH_SETS = ("fresh", "fresh2")
 
 
 def _rate(hits: int, n: int) -> float | None:
@@ -87,9 +91,9 @@ def prompt_filter_section() -> dict:
     flt = PromptFilter.default()
     load_s = time.perf_counter() - t0
     sets = {"test": [r for r in load_prompts() if r.split == "test"]}
-    fresh = data_file("prompts_fresh.tsv")
-    if fresh.is_file():
-        sets["fresh"] = load_prompts(fresh)
+    for name in FRESH_SETS:
+        if (path := data_file(f"prompts_{name}.tsv")).is_file():
+            sets[name] = load_prompts(path)
     result = {"load_s": round(load_s, 2)}
     for name, rows in sets.items():
         result[name] = evaluate_set(flt, rows)

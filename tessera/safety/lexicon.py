@@ -24,7 +24,13 @@ _WORD = re.compile(r"[\w*]+")
 _NUMBER_WORDS = (
     "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen".split()
 )
-_AGE = re.compile(r"\b(\d{1,2}|" + "|".join(_NUMBER_WORDS) + r")\s*(?:years?|yrs?|yo)\b(?:\s*old)?")
+_N = r"(\d{1,2}|" + "|".join(_NUMBER_WORDS) + r")"
+_AGE = re.compile(
+    rf"\b{_N}\s*(?:years?|yrs?|yo)\b(?:\s*old)?"  # "12 years old", "twelve yo"
+    rf"|\b(?:girl|boy|child|kid|student|pupil|daughter|son)s?\s*(?:of|aged?|,)\s*{_N}\b"  # "a girl of twelve"
+    rf"|\b(?:aged?|under|who(?:'s| is| are| was| were))\s+{_N}\b"  # "aged 13", "under 16", "who is 13"
+    r"(?!\s*(?:minutes?|seconds?|hours?|days?|weeks?|months?|people|men|women|adults|percent|%|feet|meters|metres))"
+)
 _PERSON_CUES = frozenset(
     """president senator politician minister chancellor governor mayor candidate king queen prince princess pope
     singer rapper actor actress celebrity famous star popstar athlete player billionaire ceo speech speaking says
@@ -41,7 +47,7 @@ _CAPITALISED_NAME = re.compile(r"\b([A-Z][a-z]+)\s+((?:[A-Z][a-z]*\.?\s+)?[A-Z][
 
 @dataclass
 class Match:
-    group: str  # a category, or minor / instruction / make / weapon
+    group: str  # a category, or minor / instruction / make / weapon / nude / art / likeness
     term: str  # the term as written in the data file
     start: int  # first token index in the normalised prompt
     end: int  # one past the last token
@@ -166,8 +172,11 @@ class Lexicon:
             if i + 1 < len(toks):
                 found += [Match("real_people", t, i, i + 2) for t in self._name_at(toks[i], toks[i + 1])]
             if i + 1 < len(toks) and min(len(toks[i]), len(toks[i + 1])) <= 3:
-                joined = [toks[i] + toks[i + 1]]
-                found += [Match(g, t, i, i + 2) for n, g, t in self._phrase_at(joined, 0) if n == 1 and g != "allow"]
+                joined = [toks[i] + toks[i + 1]]  # only an exact term: "a sad" is not "assad"
+                if joined[0] in self.words:
+                    found += [
+                        Match(g, t, i, i + 2) for n, g, t in self._phrase_at(joined, 0) if n == 1 and g != "allow"
+                    ]
         compact = text.replace(" ", "")
         found += [Match(g, t, 0, 0) for term, g, t in self.cjk if term in compact]
         allowed = [m for m in found if m.group == "allow"]
@@ -189,12 +198,18 @@ class Lexicon:
         matches = [m for v in views for m in self.find(v)]
         groups = {m.group for m in matches}
         minor = "minor" in groups or any(_is_minor_age(v) for v in views)
+        if "nude" in groups and (not groups & {"art", "likeness"} or minor):
+            groups.add("sexual")  # nudity outside a named work of art (a statue, a painting) is refused
+            for m in matches:
+                m.group = "sexual" if m.group == "nude" else m.group
         if minor and groups & {"sexual", "violence"}:
             groups.add("minors")
         if {"weapon", "instruction", "make"} <= groups:
             groups.add("weapons")
             matches.append(Match("weapons", "instructions for a weapon", 0, 0))
-        if "real_people" not in groups and (name := person_named(prompt, matches)):
+        if "likeness" in groups and not _REALISM.search(prompt):
+            groups.discard("real_people")  # a statue or wax figure of a public figure: the classifier decides
+        elif "real_people" not in groups and (name := person_named(prompt, matches)):
             groups.add("real_people")
             matches.append(Match("real_people", name, 0, 0))
         category = next((c for c in PRIORITY if c in groups), None)
@@ -203,7 +218,7 @@ class Lexicon:
 
 def _is_minor_age(text: str) -> bool:
     for m in _AGE.finditer(text):
-        n = m.group(1)
+        n = next(g for g in m.groups() if g)
         age = int(n) if n.isdigit() else _NUMBER_WORDS.index(n) + 1
         if age < 18:
             return True

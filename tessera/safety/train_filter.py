@@ -5,9 +5,10 @@ prompt (seeded by the prompt itself), fits a multinomial logistic regression (L-
 from zeros, so the result is deterministic), picks each category's threshold on the validation
 split, and writes `prompt_filter.safetensors` with the data's SHA-256 in its metadata.
 
-The settings (L2 1e-4, benign class weighted 2x, a false positive costing 6 misses when picking
-thresholds) were chosen on the validation split as the only ones tried that kept both its recall
->= 0.97 and its false-positive rate <= 0.03; the test split was not used to choose them.
+The settings (L2 1e-4, benign class weighted 3x, a false positive costing 10 misses when picking
+thresholds) were chosen on the validation split from L2 {1e-4, 3e-4, 1e-3} x benign weight {2, 3} x
+false-positive cost {6, 10}: the lowest validation false-positive rate (0.009) at the highest recall
+(0.995); the test split and the fresh sets were not used to choose them.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def misspell(text: str) -> str:
 
 
 def fit(
-    x: torch.Tensor, y: torch.Tensor, l2: float = 1e-4, benign_weight: float = 2.0, steps: int = 300
+    x: torch.Tensor, y: torch.Tensor, l2: float = 1e-4, benign_weight: float = 3.0, steps: int = 300
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial logistic regression. x (N, F), y (N,) -> W (C, F), b (C,).
 
@@ -93,7 +94,7 @@ def fit(
     return w.detach().float(), b.detach().float()
 
 
-def choose_thresholds(probs: torch.Tensor, labels: list[str], fp_cost: float = 6.0) -> dict[str, float]:
+def choose_thresholds(probs: torch.Tensor, labels: list[str], fp_cost: float = 10.0) -> dict[str, float]:
     """Per category, the threshold on the validation split that minimises missed + fp_cost * false-positive rate.
 
     probs (N, C). Among equally good thresholds the middle one is taken, leaving margin on both sides.
