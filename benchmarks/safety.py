@@ -5,7 +5,7 @@
 
 (a) prompt_filter: the shipped filter (`PromptFilter.default()`) on the held-out test split of
     `tessera/safety/data/prompts.tsv` and on each fresh set written after tuning and present as a file
-    (`prompts_fresh2.tsv`, reported as "fresh2"): recall on unsafe prompts (refused in any category) overall and per
+    (`prompts_fresh3.tsv`, reported as "fresh3"): recall on unsafe prompts (refused in any category) overall and per
     category, how often the category is the right one, false-positive rate on benign prompts
     (near-misses, everyday prompts and shapes-world prompts separately), which layer refused,
     and latency per prompt (p50 / p95 wall and CPU time, one prompt at a time, after a warm-up) on
@@ -29,8 +29,9 @@ from tessera.safety.prompt_filter import PromptFilter
 from tessera.safety.train_filter import data_file, load_prompts
 
 # Test sets written after tuning, each as its own file. The first ("fresh") was seen while the filter was
-# retrained and now lies in the train/val splits of prompts.tsv; "fresh2" was written after that retraining.
-FRESH_SETS = ("fresh", "fresh2")
+# retrained and now lies in the train/val splits of prompts.tsv, as does "fresh2" (split 60/20/20 in round 3);
+# "fresh3" was written after the round-3 retraining.
+FRESH_SETS = ("fresh3",)
 
 
 def _rate(hits: int, n: int) -> float | None:

@@ -80,18 +80,27 @@ def char_ngrams(text: str, cfg: FilterConfig) -> np.ndarray:
 
 
 @torch.inference_mode()
-def embed(encoder, texts: list[str], max_tokens: int) -> torch.Tensor:
+def embed(encoder, texts: list[str], max_tokens: int, batch_size: int = 64) -> torch.Tensor:
     """(B, D) mean of the encoder's token embeddings over real tokens, L2-normalised.
 
-    The same pooling as `TextEncoder`, padded to the longest prompt rather than to a fixed length
-    (so one short prompt costs one short forward pass) and reading up to `max_tokens` tokens.
+    The same pooling as `TextEncoder`, reading up to `max_tokens` tokens. Texts run in batches of
+    similar length (sorted by characters), each padded only to its own longest text, so a short
+    prompt never pays for a long one's padding.
     """
-    batch = encoder.tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
-    ids, mask = batch["input_ids"].to(encoder.device), batch["attention_mask"].to(encoder.device)
-    h = encoder.model(input_ids=ids, attention_mask=mask).last_hidden_state.float().cpu()  # (B, L, D)
-    m = mask.cpu()[..., None].float()  # (B, L, 1)
-    pooled = (h * m).sum(1) / m.sum(1).clamp_min(1)  # (B, D)
-    return torch.nn.functional.normalize(pooled, dim=-1)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = [torch.empty(0)] * len(texts)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = encoder.tokenizer(
+            [texts[i] for i in idx], padding=True, truncation=True, max_length=max_tokens, return_tensors="pt"
+        )
+        ids, mask = batch["input_ids"].to(encoder.device), batch["attention_mask"].to(encoder.device)
+        h = encoder.model(input_ids=ids, attention_mask=mask).last_hidden_state.float().cpu()  # (b, L, D)
+        m = mask.cpu()[..., None].float()  # (b, L, 1)
+        pooled = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp_min(1), dim=-1)  # (b, D)
+        for k, i in enumerate(idx):
+            out[i] = pooled[k]
+    return torch.stack(out)
 
 
 def features(encoder, texts: list[str], cfg: FilterConfig) -> torch.Tensor:
@@ -156,7 +165,10 @@ class PromptFilter:
         lexical = self.lexicon.classify(prompt)
         if lexical.category:
             return Decision(False, lexical.category, 1.0, f"matched {lexical.reason!r}")
-        probs = self.probabilities(segments(clean(prompt), self.cfg)).amax(0)  # (C,)
+        segs = segments(clean(prompt), self.cfg)
+        # the whole prompt alone, then its (shorter) clauses together: no clause is padded to the whole length
+        parts = [self.probabilities(segs[:1])] + ([self.probabilities(segs[1:])] if len(segs) > 1 else [])
+        probs = torch.cat(parts).amax(0)  # (C,)
         scores = {c: float(probs[i + 1]) for i, c in enumerate(CATEGORIES)}
         flagged = [c for c in CATEGORIES if scores[c] >= self.thresholds[c]]
         if not flagged:

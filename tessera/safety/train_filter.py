@@ -9,6 +9,7 @@ The settings (L2 1e-4, benign class weighted 3x, a false positive costing 10 mis
 thresholds) were chosen on the validation split from L2 {1e-4, 3e-4, 1e-3} x benign weight {2, 3} x
 false-positive cost {6, 10}: the lowest validation false-positive rate (0.009) at the highest recall
 (0.995); the test split and the fresh sets were not used to choose them.
+Round 3 (2,768 prompts) kept these settings without searching again: validation recall 0.986, FPR 0.012.
 """
 
 from __future__ import annotations
