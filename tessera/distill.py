@@ -11,8 +11,12 @@ Recipe (Liu et al. 2022, "Flow Straight and Fast"; InstaFlow, Liu et al. 2023, f
    prompt only. The student learns the guided flow (so it needs no guidance at sampling
    time) and, because the coupling is deterministic, a straighter one, which Euler follows
    in a few steps. Half of the training times are the student's own Euler grid times.
-3. *Save.* A generation checkpoint (the teacher's VAE + the student's DiT) whose metadata
-   says how to sample it (`sampling`: scheduler, steps, guidance 1).
+3. *Save.* A generation checkpoint (the teacher's VAE + the student's EMA DiT) whose
+   metadata says how to sample it (`sampling`: scheduler, steps, guidance 1), and its
+   shipping form (`pack_student`): the DiT in int8 beside the teacher's file for the VAE.
+
+Steps 1 and 2 write as they go (`OUT/pairs/`, `OUT/state.safetensors`): a stopped run,
+re-run with the same command, resumes and ends where an unbroken run would have.
 """
 
 from __future__ import annotations
