@@ -277,3 +277,12 @@ def test_a_generation_whose_write_fails_leaves_no_file_and_no_record(tiny_checkp
     assert run.returncode == EXIT_INPUT, run.stderr
     assert "generating" in run.stderr and "nothing was written" in run.stderr and "Traceback" not in run.stderr
     assert os.listdir(out.parent) == [] and ledger(tmp_path / "home") == []
+
+
+def test_eval_json_leaves_only_the_final_file(tiny_checkpoint, tmp_path, capsys):
+    """The partial file a long eval writes as it goes is gone once the whole result is in place."""
+    out = tmp_path / "eval.json"
+    argv = ["eval", "--checkpoint", str(tiny_checkpoint), "--prompts", "2", "--batch", "2", "--json", str(out)]
+    assert main([*argv, "--steps", "1", "--width", "128", "--height", "128", "--duration-s", "0.5"]) == 0
+    assert len(json.loads(out.read_text())["cases"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json"]

@@ -90,6 +90,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             for c, a in zip(cases, analyses)
         ]
         Path(args.json).write_text(json.dumps({"summary": result, "cases": rows}, indent=1))
+        Path(args.json + ".partial").unlink(missing_ok=True)  # the whole result is in place
     return 0
 
 
