@@ -96,13 +96,12 @@ INT8, SCALE = ".int8", ".int8_scale"
 
 def pack_int8(tensors: dict[str, torch.Tensor], keep: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """Every floating 2-D tensor (not under a prefix in `keep`) as int8 rows + one fp32 scale per row; others bf16."""
+    from tessera.models.quant import quantize_rows
+
     out = {}
     for k, v in tensors.items():
         if v.is_floating_point() and v.dim() == 2 and not k.startswith(keep):
-            w = v.detach().float()
-            scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # (rows,)
-            out[k + INT8] = (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
-            out[k + SCALE] = scale
+            out[k + INT8], out[k + SCALE] = quantize_rows(v)  # the same rows-times-scale as Int8Linear
         else:
             out[k] = v.to(torch.bfloat16) if v.is_floating_point() else v
     return out

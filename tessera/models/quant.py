@@ -21,6 +21,13 @@ log = logging.getLogger(__name__)
 KEEP_FULL_PRECISION = ("x_embed", "final")  # first and last layer: tiny, and closest to the latent
 
 
+def quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one scale per row: w (rows, cols) -> (int8 (rows, cols), fp32 scale (rows,))."""
+    w = w.detach().float()
+    scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    return (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8), scale
+
+
 class Int8Linear(nn.Module):
     """y = x · (scale ⊙ W_int8)ᵀ + b; W_int8 (out, in) int8, scale (out,) fp32, symmetric per output channel."""
 
@@ -33,9 +40,7 @@ class Int8Linear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> Int8Linear:
-        w = linear.weight.detach().float()  # (out, in)
-        scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # (out,)
-        q = (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
+        q, scale = quantize_rows(linear.weight)  # (out, in), (out,)
         bias = None if linear.bias is None else linear.bias.detach().float().clone()
         return cls(q, scale, bias)
 
