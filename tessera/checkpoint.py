@@ -138,7 +138,7 @@ def _with_shared(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> di
     base_tensors, _, base_meta = load(base)
     if "shared_from" in base_meta:
         raise CheckpointError(f"{base}, the base of {path}, shares tensors itself; point at a complete checkpoint")
-    shared = {k: v for k, v in base_tensors.items() if k not in tensors and not k.startswith(_own_prefixes(tensors))}
+    shared = {k: v for k, v in base_tensors.items() if not k.startswith(_own_prefixes(tensors))}
     if meta.get("shared_sha256") and tensors_sha256(shared) != meta["shared_sha256"]:
         raise CheckpointError(
             f"{base} is not the checkpoint {path} was made beside (its shared tensors differ); use the matching file"
