@@ -29,6 +29,7 @@ import torch
 from einops import rearrange
 
 from tessera import checkpoint
+from tessera.conditioning import Condition, ConditioningItem, encode_items
 from tessera.config import MAX_FPS, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, ModelConfig, build_config, model_config_from_dict
 from tessera.diffusion.flow import shift_for
 from tessera.enhance import Enhanced, PromptEnhancer, RuleEnhancer
@@ -339,6 +340,7 @@ class TesseraPipeline:
         latents: torch.Tensor | None = None,
         scheduler: str | FlowScheduler | None = None,
         callback: Callable[[int, int], None] | None = None,
+        conditioning: list[ConditioningItem] | None = None,
         **settings,
     ) -> VideoOutput | list[VideoOutput]:
         """Generate one video per prompt; a list of prompts gives a list of outputs (one batch, one size).
@@ -350,6 +352,8 @@ class TesseraPipeline:
         enhance (True): rewrite each prompt with `self.enhancer` before the text encoder (out.enhanced_prompt).
         latents: start from these (B, C, T', H', W') instead of noise; scheduler: a name ("euler", ...)
         or an object, for this call; callback(step, total) after every model evaluation.
+        conditioning: known frames placed in the video (tessera.conditioning.ConditioningItem, the
+        same for every prompt): every edit, and each chunk of a long video, is this one argument.
         """
         # 1. check every input before any compute
         req = self.check_request(prompt, negative_prompt, **settings)
@@ -357,10 +361,12 @@ class TesseraPipeline:
         # 2. encode the (enhanced) prompts, and the negative (or empty) prompt for guidance
         cond = self.text_encoder(req.encoded_prompts).to(self.device)
         uncond = self.text_encoder([req.negative_prompt] * len(req.prompts)).to(self.device)
-        # 3. the starting latents: one generator per prompt, so a seed means the same video in any batch
+        # 3. the starting latents: one generator per prompt, so a seed means the same video in any batch;
+        #    the conditioning items encoded where they go
         z = self._initial_latents(req, latents)
+        known = self._condition(req, conditioning, len(z))
         # 4. denoise all spacetime patches together, on the time schedule this shape was trained with
-        z = self._denoise(z, cond, uncond, req, solver, callback)
+        z = self._denoise(z, cond, uncond, req, solver, callback, known)
         if req.output_type == "latent":
             return self._outputs(req, z, [None] * len(z))
         # 5. decode once, 6. mark, write and record every video
@@ -388,15 +394,36 @@ class TesseraPipeline:
         noise = [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in req.seeds]
         return torch.stack(noise).to(self.device)  # (B, C, T', H', W')
 
-    def _denoise(self, z, cond: TextEmbedding, uncond: TextEmbedding, req: Request, solver, callback) -> torch.Tensor:
+    def _condition(self, req: Request, items: list[ConditioningItem] | None, batch: int) -> Condition | None:
+        if not items:
+            return None
+        known = encode_items(self.vae, self.geometry, list(items), req.frames, req.height_px, req.width_px)
+        return known.repeat(batch).to(self.device)
+
+    def _denoise(
+        self, z, cond: TextEmbedding, uncond: TextEmbedding, req: Request, solver, callback, known: Condition | None
+    ) -> torch.Tensor:
+        """Integrate the flow from noise to data. With `known`, its tokens are held on their noise
+        path and given their own times (tessera.conditioning), and a step where every token is
+        held skips the model."""
         tokens = self.geometry.tokens(req.frames, req.height_px, req.width_px)
         solver.set_timesteps(req.steps, shift_for(self.config.timestep_shift, tokens, self.config.shift_ref_tokens))
-        total = len(solver.timesteps)
+        times, total = solver.timesteps.tolist() + [0.0], len(solver.timesteps)
+        noise = z
+        if known is not None:
+            z = known.hold(z, noise, 1.0, times[0])
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
             velocity = guided_velocity(self.transformer, cond, uncond, req.guidance, self.reuse_text)
             for i, t in enumerate(solver.timesteps):
-                v = velocity(z, t.expand(z.shape[0]).to(self.device))
+                t_clip = t.expand(z.shape[0]).to(self.device)
+                if known is None:
+                    v = velocity(z, t_clip)
+                else:
+                    t_tokens = known.token_times(t_clip, self.transformer.patch)
+                    v = velocity(z, t_tokens) if (t_tokens >= t_clip[:, None]).any() else torch.zeros_like(z)
                 z = solver.step(v, t, z)
+                if known is not None:
+                    z = known.hold(z, noise, times[i], times[i + 1])
                 if callback is not None:
                     callback(i + 1, total)
         return z

@@ -94,7 +94,7 @@ def test_every_config_field_is_a_flag():
     for cls, section, prefix in ((DiTTrainConfig, "dit", ""), (VAETrainConfig, "vae", "vae-")):
         for f in dataclasses.fields(cls):
             if f.type in ("str",):
-                value, text = "somewhere", "somewhere"
+                value = text = (f.metadata["choices"] or ("somewhere",))[-1]
             elif f.type == "bool":
                 value, text = not f.default, None
             elif f.type in ("int", "float"):

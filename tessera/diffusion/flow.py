@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+from einops import repeat
 
 
 def shift_time(t: torch.Tensor, shift: float) -> torch.Tensor:
@@ -36,9 +37,31 @@ def sample_train_times(n: int, shift: float, generator: torch.Generator | None =
     return shift_time(torch.sigmoid(u), shift)
 
 
-def flow_loss(model, x0: torch.Tensor, cond: dict, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """MSE between the predicted and the true velocity. x0, noise (B, C, T, H, W); t (B,)."""
+def flow_loss(
+    model,
+    x0: torch.Tensor,
+    cond: dict,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    token_levels: torch.Tensor | None = None,
+    patch: tuple[int, int, int] = (1, 1, 1),
+) -> torch.Tensor:
+    """MSE between the predicted and the true velocity. x0, noise (B, C, T, H, W); t (B,).
+
+    token_levels (B, T/pt, H/ph, W/pw), optional: conditioning (tessera.conditioning). A token
+    of level c < t is held at noise level c and the model is told so; the loss covers only the
+    tokens being generated (c >= t), which is what sampling asks of the model.
+    """
     tb = t.view(-1, *([1] * (x0.dim() - 1)))
-    xt = (1 - tb) * x0 + tb * noise
-    pred = model(xt, t, **cond)
-    return (pred.float() - (noise - x0)).pow(2).mean()
+    if token_levels is None:
+        xt = (1 - tb) * x0 + tb * noise
+        pred = model(xt, t, **cond)
+        return (pred.float() - (noise - x0)).pow(2).mean()
+    pt, ph, pw = patch
+    levels = repeat(token_levels.to(x0), "b t h w -> b 1 (t pt) (h ph) (w pw)", pt=pt, ph=ph, pw=pw)
+    tt = torch.minimum(tb, levels)  # (B, 1, T, H, W) each position's time
+    xt = (1 - tt) * x0 + tt * noise
+    pred = model(xt, torch.minimum(t[:, None], token_levels.flatten(1).to(t)), **cond)
+    generated = (levels >= tb).float()  # (B, 1, T, H, W)
+    err = (pred.float() - (noise - x0)).pow(2) * generated
+    return err.sum() / (generated.sum() * x0.shape[1]).clamp(min=1)

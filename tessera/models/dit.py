@@ -159,13 +159,14 @@ class DiTBlock(nn.Module):
         self.mod_offset = nn.Parameter(torch.zeros(6, d))  # per-block adaLN-single offset
 
     def forward(self, x, mod, text_kv, text_mask, rope):
-        """x (B, N, D); mod (B, 6, D) shared modulation; text_kv this block's (k, v); text_mask (B, L)."""
-        shift1, scale1, gate1, shift2, scale2, gate2 = (mod + self.mod_offset).unbind(1)  # each (B, D)
-        h = self.norm1(x) * (1 + scale1[:, None]) + shift1[:, None]
-        x = x + gate1[:, None] * self.attn(h, rope)
+        """x (B, N, D); mod (B, 1 or N, 6, D) shared modulation (one per clip, or per token); text_kv
+        this block's (k, v); text_mask (B, L)."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = (mod + self.mod_offset).unbind(2)  # each (B, 1 or N, D)
+        h = self.norm1(x) * (1 + scale1) + shift1
+        x = x + gate1 * self.attn(h, rope)
         x = x + self.cross(self.norm2(x), text_kv, text_mask)
-        h = self.norm3(x) * (1 + scale2[:, None]) + shift2[:, None]
-        return x + gate2[:, None] * self.mlp(h)
+        h = self.norm3(x) * (1 + scale2) + shift2
+        return x + gate2 * self.mlp(h)
 
 
 class DiT(nn.Module):
@@ -245,15 +246,18 @@ class DiT(nn.Module):
         text_pooled: torch.Tensor,
         text_kv: TextKV | None = None,
     ) -> torch.Tensor:
-        """z (B, C, T, H, W), t (B,), text_tokens (B, L, Dt), text_mask (B, L), text_pooled (B, Dt) -> (B, C, T, H, W).
+        """z (B, C, T, H, W), t (B,) or (B, N), text_tokens (B, L, Dt), text_mask (B, L), text_pooled (B, Dt)
+        -> (B, C, T, H, W).
 
+        t (B, N) gives every token its own flow time (tokens in `patchify` order): conditioning
+        tokens of an edit are clean (t = 0) or partly noised while the rest are denoised.
         `text_kv` (from `prepare_text` on the same tokens) skips recomputing the text keys and values.
         """
         b, _, tt, hh, ww = z.shape
         grid = (tt // self.patch[0], hh // self.patch[1], ww // self.patch[2])
         x = self.x_embed(patchify(z, self.patch))  # (B, N, D)
-        cond = self.t_embed(timestep_embedding(t, 256)) + self.pooled_embed(text_pooled)  # (B, D)
-        mod = self.mod(cond).unflatten(1, (6, -1))  # (B, 6, D)
+        cond = self._conditioning(t, text_pooled)  # (B, 1 or N, D)
+        mod = self.mod(cond).unflatten(-1, (6, -1))  # (B, 1 or N, 6, D)
         if text_kv is None:
             text_kv = self.prepare_text(text_tokens, text_mask)
         rope = self.rope(grid_positions(grid, device=z.device))  # cos, sin (N, Dh/2)
@@ -262,6 +266,18 @@ class DiT(nn.Module):
                 x = checkpoint(block, x, mod, kv, text_kv.mask, rope, use_reentrant=False)
             else:
                 x = block(x, mod, kv, text_kv.mask, rope)
-        shift, scale = self.final_mod(cond).chunk(2, dim=-1)  # (B, D) each
-        x = self.final_norm(x) * (1 + scale[:, None]) + shift[:, None]
+        shift, scale = self.final_mod(cond).chunk(2, dim=-1)  # (B, 1 or N, D) each
+        x = self.final_norm(x) * (1 + scale) + shift
         return unpatchify(self.final(x), grid, self.patch).float()  # (B, C, T, H, W)
+
+    def _conditioning(self, t: torch.Tensor, text_pooled: torch.Tensor) -> torch.Tensor:
+        """Timestep plus pooled text: (B, 1, D) for one time per clip, (B, N, D) for per-token times.
+
+        Per-token times take few distinct values (the clip's time and the conditioning levels),
+        so each distinct time is embedded once and the result gathered per token.
+        """
+        pooled = self.pooled_embed(text_pooled)[:, None]  # (B, 1, D)
+        if t.dim() == 1:
+            return self.t_embed(timestep_embedding(t, 256))[:, None] + pooled
+        times, index = torch.unique(t, return_inverse=True)  # (U,), (B, N)
+        return self.t_embed(timestep_embedding(times, 256))[index] + pooled

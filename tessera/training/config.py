@@ -142,6 +142,13 @@ class DiTTrainConfig(TrainConfig):
     grad_accum: int = arg(1, "micro-batches per step (same result, less activation memory)")
     gradient_checkpointing: bool = arg(False, "recompute block activations in the backward pass (less memory)")
     text_dropout: float = arg(0.1, "share of samples trained with the empty prompt (for guidance)")
+    edit_masks: bool = arg(
+        False, "also train on random conditioning masks (kept frames, boxes) so the model can edit and extend"
+    )
+    wording: str = arg(
+        "template", "world captions: the template phrases, or the rich vocabularies of data/world/vocab",
+        choices=("template", "rich"),
+    )  # fmt: skip
     ema_decay: float = arg(0.999, "EMA decay of the weights that are saved")
     eval_every: int = arg(500, "steps between quick adherence checks (0: never)")
     eval_prompts: int = arg(16, "prompts of each quick adherence check")

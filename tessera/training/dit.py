@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from tessera import checkpoint
 from tessera import distributed as D
+from tessera.conditioning import MaskConfig, sample_levels
 from tessera.config import ModelConfig
 
 # every import from tessera.data in this module:
@@ -73,7 +74,7 @@ def world_latents(vae: VideoVAE, out: Path, cfg: DiTTrainConfig, device: torch.d
 
     Rendering runs on every core; encoding on `device` (a GPU encodes in bigger batches).
     """
-    world = WorldConfig(seed=cfg.seed)
+    world = WorldConfig(seed=cfg.seed, wording=cfg.wording)
     shapes = cfg.shapes or ((cfg.height_px, cfg.width_px),)
     on_gpu = torch.device(device).type == "cuda"
     opts = dict(device=device, workers=os.cpu_count() or 1, batch=32 if on_gpu else 8)
@@ -96,6 +97,7 @@ class Batch:
     noise: torch.Tensor  # (b, C, T', H', W')
     bucket: Bucket
     tokens: int  # video tokens of one sample
+    token_levels: torch.Tensor | None = None  # (b, T'', H'', W'') conditioning levels (edit_masks), else None
 
 
 class DiTData:
@@ -128,7 +130,12 @@ class DiTData:
         t = sample_train_times(b, shift, g)
         x0 = self.sampler.latents(plan)
         noise = torch.randn(x0.shape, generator=g)
-        return Batch(x0, rows, t, noise, plan.bucket, tokens)
+        levels = None
+        if self.cfg.edit_masks:
+            pt, p = self.model_cfg.dit.patch_t, self.model_cfg.dit.patch_hw
+            grid = (x0.shape[2] // pt, x0.shape[3] // p, x0.shape[4] // p)
+            levels = sample_levels(grid, t, MaskConfig(), g)
+        return Batch(x0, rows, t, noise, plan.bucket, tokens, levels)
 
 
 # ----------------------------------------------------------------------------- eval
@@ -196,6 +203,7 @@ class DiTTrainer:
             dit.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "dit").items()})
             log.info("DiT initialised from %s", self.cfg.init_from)
         dit.enable_gradient_checkpointing(self.cfg.gradient_checkpointing)
+        self.patch = dit.patch
         self.dit = D.shard(dit.to(self.d.device), self.d)
         self.ema = [D.local(p).detach().clone() for p in self.dit.parameters()]
         fused = self.d.device.type == "cuda" or not self.d.active  # fused AdamW has no DTensor CPU kernel
@@ -243,9 +251,11 @@ class DiTTrainer:
         for chunk in mine.tensor_split(min(self.cfg.grad_accum, per)):
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
                 x0, noise = batch.x0[chunk].to(dev), batch.noise[chunk].to(dev)
+                levels = None if batch.token_levels is None else batch.token_levels[chunk].to(dev)
                 loss = flow_loss(
-                    self.dit, x0, self.data.table.cond(batch.rows[chunk], dev), batch.t[chunk].to(dev), noise
-                )
+                    self.dit, x0, self.data.table.cond(batch.rows[chunk], dev), batch.t[chunk].to(dev), noise,
+                    levels, self.patch,
+                )  # fmt: skip
             (loss * len(chunk) / per).backward()
             loss_sum += loss.item() * len(chunk) / per
         gnorm = D.full(torch.nn.utils.clip_grad_norm_(self.dit.parameters(), self.cfg.grad_clip))

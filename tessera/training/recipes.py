@@ -16,6 +16,7 @@ from tessera.errors import InputError
 from tessera.training.config import DiTTrainConfig, RunConfig, VAETrainConfig
 
 SMALL_VAE = "runs/small/vae/vae.safetensors"
+BUNDLED = "tessera/weights/tessera-small.safetensors"  # the shipped model, from the repository root
 
 
 def _dit_on_cpu(seed: int, steps: int, eval_every: int, init_from: str) -> dict[str, Any]:
@@ -135,6 +136,30 @@ RECIPES: dict[str, Recipe] = {
                 checkpoint_every=50,
                 kl_weight=1e-4,
                 seed=0,
+            ),
+        ),  # fmt: skip
+        Recipe(
+            "tessera-small:edit",
+            "DiT from the bundled model on 1200 new clips (world seed 4) with rich captions and random conditioning "
+            "masks, buckets of 3 shapes x 1/2/4 s, 80 min on the 2-core CPU",
+            run=dict(out="runs/edit", vae=BUNDLED, shift=3.0, shift_ref_tokens=320),
+            dit=dict(
+                init_from=BUNDLED,
+                shapes=((256, 256), (256, 448), (448, 256)),
+                frames=33,
+                durations_s=(1.0, 2.0, 4.0),
+                clips=1200,
+                batch=16,
+                token_budget=5120,
+                steps=20000,
+                time_limit_s=80 * 60,
+                lr=3e-4,
+                warmup_steps=100,
+                seed=4,
+                eval_every=0,
+                checkpoint_every=100,
+                edit_masks=True,
+                wording="rich",
             ),
         ),  # fmt: skip
     ]
