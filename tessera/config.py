@@ -18,6 +18,7 @@ MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0
 MAX_SEED = 2**64 - 1  # torch generators take 64-bit seeds
 MAX_FPS = 60
+MAX_VIDEO_S = 60.0  # longest video one request makes; above the model's max_duration_s it is made in chunks
 
 
 @dataclass

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,7 +31,16 @@ from einops import rearrange
 
 from tessera import checkpoint
 from tessera.conditioning import Condition, ConditioningItem, encode_items
-from tessera.config import MAX_FPS, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, ModelConfig, build_config, model_config_from_dict
+from tessera.config import (
+    MAX_FPS,
+    MAX_GUIDANCE,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_VIDEO_S,
+    ModelConfig,
+    build_config,
+    model_config_from_dict,
+)
 from tessera.diffusion.flow import shift_for
 from tessera.enhance import Enhanced, PromptEnhancer, RuleEnhancer
 from tessera.errors import InputError
@@ -44,6 +54,9 @@ from tessera.models.vae import VideoVAE
 from tessera.pretrained import read_json, write_json
 from tessera.safety.watermarker import Ledger, Watermarker
 from tessera.schedulers import FlowScheduler, get_scheduler
+
+if TYPE_CHECKING:
+    from tessera.edit import Continuation
 
 TILED_DECODE_ABOVE_PX = 512 * 512 * 33  # output pixels × frames per video; above this, decode in tiles and chunks
 OUTPUT_TYPES = ("np", "pt", "mp4", "latent")
@@ -325,10 +338,14 @@ class TesseraPipeline:
         h = cfg.height_px if height is None else height
         self.geometry.check_size(w, h)
         fps = _check_int("fps", cfg.fps if fps is None else fps, 1, MAX_FPS)
-        dur = _check_number("duration_s", cfg.duration_s if duration_s is None else duration_s, 0.0, cfg.max_duration_s)
+        dur = _check_number("duration_s", cfg.duration_s if duration_s is None else duration_s, 0.0, MAX_VIDEO_S)
         if dur <= 0:
-            raise InputError(f"duration {dur} s must be more than 0 (up to {cfg.max_duration_s} s)")
+            raise InputError(f"duration {dur} s must be more than 0 (up to {MAX_VIDEO_S:g} s)")
         return self.geometry.frames_for(dur, fps), h, w, fps
+
+    def window_frames(self, fps: int) -> int:
+        """The most frames one denoising pass makes (`config.max_duration_s`); longer videos are made in chunks."""
+        return self.geometry.frames_for(self.config.max_duration_s, fps)
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
@@ -341,6 +358,7 @@ class TesseraPipeline:
         scheduler: str | FlowScheduler | None = None,
         callback: Callable[[int, int], None] | None = None,
         conditioning: list[ConditioningItem] | None = None,
+        continues: Continuation | None = None,
         **settings,
     ) -> VideoOutput | list[VideoOutput]:
         """Generate one video per prompt; a list of prompts gives a list of outputs (one batch, one size).
@@ -354,10 +372,28 @@ class TesseraPipeline:
         or an object, for this call; callback(step, total) after every model evaluation.
         conditioning: known frames placed in the video (tessera.conditioning.ConditioningItem, the
         same for every prompt): every edit, and each chunk of a long video, is this one argument.
+        A video longer than `config.max_duration_s`, or one that `continues` given frames
+        (tessera.edit.Continuation: duration_s is then the new part's), is made in chunks, each
+        conditioned on the end of the one before (tessera.edit.generate_in_chunks), and is marked
+        and recorded once, whole; its `latents` are the last chunk's.
         """
         # 1. check every input before any compute
         req = self.check_request(prompt, negative_prompt, **settings)
         solver = self._scheduler_for(scheduler)
+        if continues is not None or req.frames > self.window_frames(req.fps):
+            from tessera.edit import generate_in_chunks
+
+            z, videos = generate_in_chunks(self, req, solver, callback, conditioning, continues, latents)
+        else:
+            z = self._render(req, solver, callback, conditioning, latents)
+            if req.output_type == "latent":
+                return self._outputs(req, z, [None] * len(z))
+            videos = self._decode(z)  # 5. decode once
+        # 6. mark, write and record every video
+        return self._outputs(req, z, [self._deliver(req, i, frames) for i, frames in enumerate(videos)])
+
+    def _render(self, req: Request, solver, callback, conditioning, latents=None) -> torch.Tensor:
+        """Steps 2-4 for one window: the final latents (B, C, T', H', W') of a checked request."""
         # 2. encode the (enhanced) prompts, and the negative (or empty) prompt for guidance
         cond = self.text_encoder(req.encoded_prompts).to(self.device)
         uncond = self.text_encoder([req.negative_prompt] * len(req.prompts)).to(self.device)
@@ -366,12 +402,38 @@ class TesseraPipeline:
         z = self._initial_latents(req, latents)
         known = self._condition(req, conditioning, len(z))
         # 4. denoise all spacetime patches together, on the time schedule this shape was trained with
-        z = self._denoise(z, cond, uncond, req, solver, callback, known)
-        if req.output_type == "latent":
-            return self._outputs(req, z, [None] * len(z))
-        # 5. decode once, 6. mark, write and record every video
-        videos = [self._deliver(req, i, frames) for i, frames in enumerate(self._decode(z))]
-        return self._outputs(req, z, videos)
+        return self._denoise(z, cond, uncond, req, solver, callback, known)
+
+    # ------------------------------------------------------------------ editing (tessera.edit builds the items)
+    def extend(self, video, prompt: str, **kwargs) -> VideoOutput:
+        """The video followed (backwards=True: preceded) by duration_s of new frames; see tessera.edit.extend."""
+        from tessera import edit
+
+        return edit.extend(self, video, prompt, **kwargs)
+
+    def interpolate(self, a, b, prompt: str, **kwargs) -> VideoOutput:
+        """A clip from the end of `a` to the start of `b`; see tessera.edit.interpolate."""
+        from tessera import edit
+
+        return edit.interpolate(self, a, b, prompt, **kwargs)
+
+    def animate(self, image, prompt: str, **kwargs) -> VideoOutput:
+        """A clip whose first frame is `image`; see tessera.edit.animate."""
+        from tessera import edit
+
+        return edit.animate(self, image, prompt, **kwargs)
+
+    def restyle(self, video, prompt: str, **kwargs) -> VideoOutput:
+        """The video re-rendered under `prompt` (strength: how much to change); see tessera.edit.restyle."""
+        from tessera import edit
+
+        return edit.restyle(self, video, prompt, **kwargs)
+
+    def inpaint(self, video, prompt: str, **kwargs) -> VideoOutput:
+        """A box over a time range regenerated, the rest kept; see tessera.edit.inpaint."""
+        from tessera import edit
+
+        return edit.inpaint(self, video, prompt, **kwargs)
 
     def _scheduler_for(self, scheduler: str | FlowScheduler | None) -> FlowScheduler:
         if scheduler is None:

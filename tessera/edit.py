@@ -1,0 +1,435 @@
+"""Editing and long videos: each task is a list of conditioning items given to the one pipeline call.
+
+    frames, fps = read_media("in.mp4")                 # any video PyAV reads, or a PNG/JPEG/WebP image
+    out = extend(pipe, "in.mp4", "the circle keeps moving left", duration_s=2)   # input + 2 s
+    out = interpolate(pipe, "a.png", "b.png", "a red circle moving right")
+    out = animate(pipe, "still.png", "a red circle bouncing")
+    out = restyle(pipe, "in.mp4", "a blue square", strength=0.6)        # how much to change, 0..1
+    out = inpaint(pipe, "in.mp4", "a green triangle", box=(64, 64, 192, 192), from_s=0.5, to_s=1.5)
+
+Inputs are resized to cover the output size and centre-cropped (`fit_to`), at the model's
+frame rate. None of these functions denoises: they place frames (`ConditioningItem`) and call
+`pipe(...)`, so every result passes the prompt filter and is marked and recorded like any
+video. A video longer than the model's window (`config.max_duration_s`) and every `extend`
+are made in chunks by `generate_in_chunks`: each chunk is conditioned on the last (or, going
+backwards, the first) ~1 s of what exists, and the new frames are joined to it without
+repeating the context.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from tessera.conditioning import ConditioningItem
+from tessera.errors import InputError
+
+if TYPE_CHECKING:
+    from tessera.pipeline import Request, TesseraPipeline, VideoOutput
+
+log = logging.getLogger(__name__)
+
+TRAINED_SHAPES_PX = ((256, 256), (448, 256), (256, 448))  # (width, height) the bundled model was trained at
+MAX_INPUT_SIDE_PX = 4096
+MAX_INPUT_S = 600.0
+MAX_INPUT_BYTES = 2 << 30  # decoded frames kept in memory at once (after picking frames at the model's fps)
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # read with PIL; everything else goes to PyAV
+CHUNK_SEED_STEP = 0x9E3779B97F4A7C15  # chunk k of a long video draws its noise from seed + k × this (mod 2^64)
+Media = str | Path | np.ndarray
+
+
+# ----------------------------------------------------------------------------- reading and fitting inputs
+
+
+def read_media(path: str | Path, fps: float | None = None) -> tuple[np.ndarray, float | None]:
+    """A video or an image -> (uint8 frames (T, H, W, 3), fps); an image is one frame with fps None.
+
+    fps: pick the frames nearest to every 1/fps s while decoding (the returned fps is then `fps`).
+    A missing, empty, unreadable, frameless or too large file raises InputError saying what to do.
+    """
+    text = str(path)
+    try:
+        ok = "\x00" not in text and Path(text).is_file()
+    except OSError:
+        ok = False
+    if not ok:
+        raise InputError(f"input {text[:200]!r} does not exist or is not a file; check the path")
+    p = Path(text)
+    if p.stat().st_size == 0:
+        raise InputError(f"{p} is empty (0 bytes); give a video (MP4, WebM, ...) or an image (PNG, JPEG, WebP)")
+    image = _read_image(p)
+    if image is not None:
+        return image[None], None
+    return _read_video(p, fps)
+
+
+def _read_image(p: Path) -> np.ndarray | None:
+    """(H, W, 3) uint8 when `p` is a PNG/JPEG/WebP/BMP image, None when it is not an image PIL knows."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(p)
+    except (UnidentifiedImageError, OSError):
+        return None
+    with img:
+        if img.format not in IMAGE_FORMATS:
+            return None
+        _check_side(p, *img.size)
+        try:
+            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+        except (OSError, ValueError) as e:
+            raise InputError(f"{p} is a damaged {img.format} image ({e}); give a complete image file") from e
+
+
+def _check_side(p: Path, w: int, h: int) -> None:
+    if not (0 < w <= MAX_INPUT_SIDE_PX and 0 < h <= MAX_INPUT_SIDE_PX):
+        raise InputError(f"{p} is {w}x{h} px; at most {MAX_INPUT_SIDE_PX} px a side is read: scale it down first")
+
+
+def _read_video(p: Path, fps: float | None) -> tuple[np.ndarray, float]:
+    try:
+        with av.open(str(p)) as container:
+            if not container.streams.video:
+                raise InputError(f"{p} has no video stream; give a video (MP4, WebM, ...) or an image (PNG, JPEG)")
+            stream = container.streams.video[0]
+            _check_side(p, stream.codec_context.width, stream.codec_context.height)
+            src_fps = float(stream.average_rate or stream.guessed_rate or 0) or float(fps or 8)
+            duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
+            if duration > MAX_INPUT_S:
+                raise InputError(f"{p} lasts {duration:.0f} s; at most {MAX_INPUT_S:.0f} s is read: trim it first")
+            frames = _pick_frames(p, container.decode(stream), src_fps, fps or src_fps)
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        if isinstance(e, InputError):
+            raise
+        detail = " ".join(str(e).split())[:200]
+        raise InputError(f"{p} is not a readable video or image ({detail}); give an MP4, WebM, PNG or JPEG") from e
+    if not frames:
+        raise InputError(f"{p} has no decodable frames; give a complete, playable video")
+    return np.stack(frames), float(fps or src_fps)
+
+
+def _pick_frames(p: Path, decoded, src_fps: float, fps: float) -> list[np.ndarray]:
+    """The decoded frame nearest to every k/fps s (k = 0, 1, ...), within the size and duration limits."""
+    kept, k, frame_bytes = [], 0, 0
+    for i, frame in enumerate(decoded):
+        if i > MAX_INPUT_S * src_fps:
+            raise InputError(f"{p} lasts more than {MAX_INPUT_S:.0f} s; trim it first")
+        _check_side(p, frame.width, frame.height)
+        rgb = None
+        while round(k * src_fps / fps) == i:
+            rgb = frame.to_ndarray(format="rgb24") if rgb is None else rgb
+            kept.append(rgb)
+            k += 1
+            frame_bytes += rgb.nbytes
+        if frame_bytes > MAX_INPUT_BYTES:
+            raise InputError(f"{p} is too large to edit at once (over 2 GiB of frames); trim or scale it down first")
+    return kept
+
+
+def fit_to(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (T, height, width, 3): resized to cover the output (aspect kept), centre-cropped."""
+    t, h, w, _ = frames.shape
+    scale = max(width / w, height / h)
+    nw, nh = max(width, round(w * scale)), max(height, round(h * scale))
+    x0, y0 = (nw - width) // 2, (nh - height) // 2
+    out = np.empty((t, height, width, 3), dtype=np.uint8)
+    for i in range(0, t, 32):  # a few frames at a time: bounded memory for long inputs
+        x = rearrange(torch.from_numpy(np.ascontiguousarray(frames[i : i + 32])).float(), "t h w c -> t c h w")
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+        x = x[:, :, y0 : y0 + height, x0 : x0 + width]  # (t, 3, height, width)
+        out[i : i + 32] = rearrange(x.round().clamp(0, 255).byte(), "t c h w -> t h w c").numpy()
+    return out
+
+
+def snap_shape(width_px: int, height_px: int) -> tuple[int, int]:
+    """The trained (width, height) whose aspect ratio is nearest to the input's."""
+    aspect = math.log(width_px / height_px)
+    return min(TRAINED_SHAPES_PX, key=lambda s: abs(math.log(s[0] / s[1]) - aspect))
+
+
+def load(pipe: TesseraPipeline, media: Media, width: int | None = None, height: int | None = None) -> np.ndarray:
+    """A path or uint8 frames (taken as at the model's fps) -> frames at the output size and the model's fps.
+
+    width/height None: the input's aspect snapped to a trained shape. Logs one line: from what to what.
+    """
+    fps = pipe.config.fps
+    if isinstance(media, np.ndarray):
+        frames, name = media, "input frames"
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
+            raise InputError(f"input frames must be uint8 (T, H, W, 3) with T >= 1; got {frames.dtype} {frames.shape}")
+    else:
+        frames, _ = read_media(media, fps=fps)
+        name = str(media)
+    h0, w0 = frames.shape[1:3]
+    snapped = snap_shape(w0, h0)
+    width, height = width or snapped[0], height or snapped[1]
+    pipe.geometry.check_size(width, height)
+    fitted = fit_to(frames, width, height)
+    what = "an image" if len(frames) == 1 else f"{len(frames)} frames at {fps} fps"
+    log.info("%s: %dx%d -> %dx%d (resized to cover, centre-cropped), %s", name, w0, h0, width, height, what)
+    return fitted
+
+
+# ----------------------------------------------------------------------------- the tasks
+
+
+def extend(
+    pipe: TesseraPipeline, video: Media, prompt: str, duration_s: float = 2.0, context_s: float = 1.0,
+    backwards: bool = False, *, width: int | None = None, height: int | None = None, **settings,
+) -> VideoOutput:  # fmt: skip
+    """The input followed (backwards: preceded) by `duration_s` of new frames, as one video.
+
+    The new frames are made in chunks conditioned on the input's last (first) `context_s`.
+    settings: as for `pipe(...)` (seed, num_inference_steps, output_type="mp4", output_path, ...).
+    """
+    frames = load(pipe, video, width, height)
+    h, w = frames.shape[1:3]
+    cont = Continuation(frames, backwards=backwards, context_s=context_s)
+    return pipe(prompt, duration_s=duration_s, width=w, height=h, continues=cont, **settings)
+
+
+def interpolate(
+    pipe: TesseraPipeline, a: Media, b: Media, prompt: str, duration_s: float = 2.0, context_s: float = 0.5,
+    *, width: int | None = None, height: int | None = None, **settings,
+) -> VideoOutput:  # fmt: skip
+    """A clip of `duration_s` that starts with the end of `a` and ends with the start of `b` (images or videos)."""
+    first = load(pipe, a, width, height)
+    h, w = first.shape[1:3]
+    last = load(pipe, b, w, h)
+    n = _window_frames(pipe, duration_s, "interpolate")
+    m = _context_latents(pipe, context_s, n)
+    start, c_a = _tail_item(first, m, pipe.geometry.frame_step)
+    end, c_b = _head_item(last, n, m, pipe.geometry.frame_step)
+    if c_a + c_b + pipe.geometry.frame_step > n:
+        raise InputError(
+            f"{duration_s} s leaves no frames between A and B ({c_a} + {c_b} of {n} frames are kept); "
+            "give a longer --duration-s or a shorter context"
+        )
+    return pipe(prompt, duration_s=duration_s, width=w, height=h, conditioning=[start, end], **settings)
+
+
+def animate(
+    pipe: TesseraPipeline, image: Media, prompt: str, duration_s: float = 2.0,
+    *, width: int | None = None, height: int | None = None, **settings,
+) -> VideoOutput:  # fmt: skip
+    """A video of `duration_s` whose first frame is `image` (a video: its first frame)."""
+    frames = load(pipe, image, width, height)[:1]
+    h, w = frames.shape[1:3]
+    return pipe(prompt, duration_s=duration_s, width=w, height=h, conditioning=[ConditioningItem(frames)], **settings)
+
+
+def restyle(
+    pipe: TesseraPipeline, video: Media, prompt: str, strength: float = 0.6,
+    *, width: int | None = None, height: int | None = None, **settings,
+) -> VideoOutput:  # fmt: skip
+    """The input re-rendered under `prompt`; strength: how much to change, in (0, 1)."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength < 1:
+        raise InputError(f"strength {strength!r} is how much to change and must lie strictly between 0 and 1, e.g. 0.6")
+    frames = _trimmed(pipe, load(pipe, video, width, height), "restyle")
+    h, w = frames.shape[1:3]
+    item = ConditioningItem(frames, strength=1.0 - strength)
+    return pipe(prompt, duration_s=_seconds(pipe, len(frames)), width=w, height=h, conditioning=[item], **settings)
+
+
+def inpaint(
+    pipe: TesseraPipeline, video: Media, prompt: str, box: tuple[int, int, int, int], from_s: float, to_s: float,
+    *, width: int | None = None, height: int | None = None, **settings,
+) -> VideoOutput:  # fmt: skip
+    """The input with the box (x0, y0, x1, y1, pixels of the output) regenerated from `from_s` to `to_s`."""
+    frames = _trimmed(pipe, load(pipe, video, width, height), "inpaint")
+    t, h, w = frames.shape[:3]
+    x0, y0, x1, y1 = _check_box(box, w, h)
+    fps = pipe.config.fps
+    if not (math.isfinite(from_s) and math.isfinite(to_s) and 0 <= from_s < to_s <= t / fps):
+        raise InputError(
+            f"the time range {from_s}–{to_s} s must satisfy 0 <= from < to <= {t / fps:g} s (the clip's length)"
+        )
+    keep = np.ones((t, h, w), dtype=bool)
+    keep[math.floor(from_s * fps) : math.ceil(to_s * fps), y0:y1, x0:x1] = False
+    item = ConditioningItem(frames, keep=keep)
+    return pipe(prompt, duration_s=_seconds(pipe, t), width=w, height=h, conditioning=[item], **settings)
+
+
+def _check_box(box, w: int, h: int) -> tuple[int, int, int, int]:
+    try:
+        x0, y0, x1, y1 = (int(v) for v in box)
+    except (TypeError, ValueError):
+        raise InputError(f"box {box!r} must be four whole numbers x0,y0,x1,y1 in output pixels") from None
+    if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+        raise InputError(
+            f"box {x0},{y0},{x1},{y1} must lie inside the {w}x{h} output with x0 < x1 and y0 < y1 "
+            f"(0 <= x <= {w}, 0 <= y <= {h})"
+        )
+    return x0, y0, x1, y1
+
+
+def _seconds(pipe: TesseraPipeline, frames: int) -> float:
+    """The duration_s the pipeline turns into exactly `frames` (a valid count) frames."""
+    return (frames - 1) / pipe.config.fps
+
+
+def _window_frames(pipe: TesseraPipeline, duration_s: float, task: str) -> int:
+    longest = pipe.config.max_duration_s
+    if isinstance(duration_s, bool) or not isinstance(duration_s, (int, float)) or not 0 < duration_s <= longest:
+        raise InputError(
+            f"{task} makes one clip of up to {longest:g} s; duration {duration_s!r} s is outside (0, {longest:g}]"
+        )
+    return pipe.geometry.frames_for(duration_s, pipe.config.fps)
+
+
+def _trimmed(pipe: TesseraPipeline, frames: np.ndarray, task: str) -> np.ndarray:
+    """The longest valid frame count (1 + k × frame step) of the input; InputError above the model's window."""
+    step, fps = pipe.geometry.frame_step, pipe.config.fps
+    n = 1 + step * ((len(frames) - 1) // step)
+    if n < 1 + step:
+        raise InputError(
+            f"{task} needs a video of at least {1 + step} frames ({step / fps:g} s at {fps} fps); the input has "
+            f"{len(frames)}; to bring an image to life use `tessera edit animate`"
+        )
+    window = pipe.window_frames(fps)
+    if n > window:
+        raise InputError(
+            f"{task} edits up to {pipe.config.max_duration_s:g} s ({window} frames at {fps} fps); the input is "
+            f"{len(frames) / fps:.1f} s: trim it"
+        )
+    return frames[:n]
+
+
+# ----------------------------------------------------------------------------- chunks: long videos and extend
+
+
+@dataclass
+class Continuation:
+    """Frames a generated video continues: the new frames follow them, or precede them when `backwards`.
+
+    frames: (T, H, W, 3) uint8 at the output's size and fps; context_s: how much of their end
+    (start) each chunk is conditioned on.
+    """
+
+    frames: np.ndarray
+    backwards: bool = False
+    context_s: float = 1.0
+
+
+def _context_latents(pipe: TesseraPipeline, context_s: float, window: int) -> int:
+    """Latent frames of context (~context_s): at least 1, leaving a latent frame of new content in a window."""
+    step, fps = pipe.geometry.frame_step, pipe.config.fps
+    most = (window - 1) // step - 1
+    if isinstance(context_s, bool) or not isinstance(context_s, (int, float)) or not 0 < context_s <= most * step / fps:
+        raise InputError(
+            f"context {context_s!r} s is outside (0, {most * step / fps:g}] s (what a clip holds besides new frames)"
+        )
+    return min(most, max(1, round(context_s * fps / step)))
+
+
+def _tail_item(video: np.ndarray, m: int, step: int) -> tuple[ConditioningItem, int]:
+    """The last 1 + step × m frames (fewer for a short video) at frame 0 of a chunk, and their count."""
+    c = 1 + step * min(m, (len(video) - 1) // step)
+    return ConditioningItem(video[len(video) - c :]), c
+
+
+def _head_item(video: np.ndarray, n: int, m: int, step: int) -> tuple[ConditioningItem, int]:
+    """The first step × m frames at the end of an n-frame chunk (an image: held over the last step frames)."""
+    c = step * min(m, len(video) // step)
+    if c == 0:
+        return ConditioningItem(video[:1], start=n - 1), step
+    return ConditioningItem(video[:c], start=n - c), c
+
+
+def _plan(length: int, want: int, m: int, step: int, window: int, backwards: bool) -> list[tuple[int, int, int]]:
+    """(new frames kept, frames generated, context frames) per chunk continuing `length` frames by `want`."""
+    plan = []
+    while want > 0:
+        if backwards:  # an input shorter than `step` frames: its first frame held over the last `step`
+            c = max(step, step * min(m, length // step))
+        else:
+            c = 1 + step * min(m, (length - 1) // step)
+        new = min(want, window - c)
+        made = 1 + step * math.ceil((new - 1) / step) if backwards else step * math.ceil(new / step)
+        plan.append((new, made, c))
+        length, want = length + new, want - new
+    return plan
+
+
+def generate_in_chunks(
+    pipe: TesseraPipeline, req: Request, solver, callback, conditioning, continues: Continuation | None, latents
+) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """(the last chunk's latents (B, C, T', H', W'), unmarked frames per prompt) of a long or continued video.
+
+    Text-to-video: a first window (with `conditioning`), then chunks forward. A continuation:
+    chunks from its frames, `req.frames - 1` new frames in all. Chunk k of a prompt with seed s
+    draws its noise from seed s + k × CHUNK_SEED_STEP, so a seed gives the same long video.
+    """
+    if latents is not None or req.output_type == "latent":
+        raise InputError(
+            f"a video longer than {pipe.config.max_duration_s:g} s or an extension is made and decoded chunk by chunk; "
+            "latents= and output_type='latent' work on one clip only"
+        )
+    if continues is not None and conditioning:
+        raise InputError("conditioning items and a continuation cannot be combined in one call; use one of them")
+    window = pipe.window_frames(req.fps)
+    for item in conditioning or []:
+        if item.start + len(item.frames) > window:
+            raise InputError(
+                f"in a video longer than {pipe.config.max_duration_s:g} s the conditioning frames must lie in the "
+                f"first {window} frames; an item ends at frame {item.start + len(item.frames) - 1}"
+            )
+    if continues is not None and continues.frames.shape[1:3] != (req.height_px, req.width_px):
+        raise InputError(
+            f"the frames to continue are {continues.frames.shape[2]}x{continues.frames.shape[1]} px but the video "
+            f"is {req.width_px}x{req.height_px}; fit them first (tessera.edit.fit_to)"
+        )
+    cont = continues or Continuation(np.zeros((window, 1, 1, 3), dtype=np.uint8))
+    m = _context_latents(pipe, cont.context_s, window)
+    want = req.frames - (window if continues is None else 1)
+    plan = _plan(len(cont.frames), want, m, pipe.geometry.frame_step, window, cont.backwards)
+    chunks = len(plan) + (continues is None)
+    zs, videos = [], []
+    for i in range(len(req.prompts)):
+        one = dataclasses.replace(
+            req, prompts=req.prompts[i : i + 1], seeds=req.seeds[i : i + 1], enhanced=req.enhanced[i : i + 1],
+            output_paths=[None], single=True,
+        )  # fmt: skip
+
+        def progress(k: int, done: int = i * chunks):  # chunk k of prompt i, over all chunks of all prompts
+            if callback is None:
+                return None
+            return lambda step, total: callback((done + k) * total + step, total * chunks * len(req.prompts))
+
+        k0, video = 0, None
+        if continues is None:  # a long text-to-video: the first window as usual
+            z = pipe._render(dataclasses.replace(one, frames=window), solver, progress(0), conditioning)
+            k0, video = 1, pipe._decode(z)[0]
+        else:
+            video = continues.frames
+        for k, (new, made, c) in enumerate(plan, start=k0):
+            z, video = _chunk(pipe, one, solver, progress(k), video, new, made, c, cont.backwards, k)
+        zs.append(z[0])
+        videos.append(video)
+    return torch.stack(zs), videos
+
+
+def _chunk(pipe, one, solver, progress, video, new, made, c, backwards, k):
+    """One extend step: generate `made` frames beside `c` context frames of `video`, join `new` of them."""
+    n = made + c
+    if backwards:
+        item = _head_item(video, n, c // pipe.geometry.frame_step, pipe.geometry.frame_step)[0]
+    else:
+        item = ConditioningItem(video[len(video) - c :])
+    seed = (one.seeds[0] + k * CHUNK_SEED_STEP) % (1 << 64)
+    z = pipe._render(dataclasses.replace(one, frames=n, seeds=[seed]), solver, progress, [item])
+    frames = pipe._decode(z)[0]
+    if backwards:
+        return z, np.concatenate([frames[made - new : made], video])
+    return z, np.concatenate([video, frames[c : c + new]])
