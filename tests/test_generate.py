@@ -100,7 +100,7 @@ def test_cli_generate_writes_a_playable_mp4(tiny_checkpoint, tmp_path, capsys, m
         (["generate", "a red circle", "--width", "250"], "try 256"),
         (["generate", "a red circle", "--height", "100"], "try 128"),
         (["generate", "a red circle", "--height", "64"], "supported 128"),
-        (["generate", "a red circle", "--duration-s", "60"], "duration"),
+        (["generate", "a red circle", "--duration-s", "61"], "duration"),
         (["generate", "a red circle", "--duration-s", "0"], "duration"),
         (["generate", "a red circle", "--steps", "0"], "steps"),
         (["generate", "a red circle", "--checkpoint", "/nonexistent/model.safetensors"], "does not exist"),

@@ -15,7 +15,7 @@ import sys
 import time
 
 from tessera.cli.common import SEED_MAX, UsageError, check_int, check_number, check_side, load_pipeline, progress
-from tessera.config import MAX_FPS
+from tessera.config import MAX_FPS, MAX_VIDEO_S
 from tessera.config import MAX_GUIDANCE as GUIDANCE_MAX
 from tessera.config import MAX_STEPS as STEPS_MAX
 
@@ -34,7 +34,9 @@ def check_args(args: argparse.Namespace) -> None:
     check_side("--width", args.width)
     check_side("--height", args.height)
     check_int("--fps", args.fps, 1, MAX_FPS)
-    check_number("--duration-s", args.duration_s, 0.0, 3600.0, low_open=True)
+    check_number(
+        "--duration-s", args.duration_s, 0.0, MAX_VIDEO_S, low_open=True, hint="above 4 s it is made in chunks"
+    )
     if args.checkpoint is not None and not args.checkpoint:
         raise UsageError("--checkpoint is empty; pass a .safetensors generation checkpoint or leave it out")
 
@@ -125,7 +127,10 @@ def add_parser(sub) -> None:
     )
     g.add_argument("--width", type=int, default=None, help="pixels (default: the model's, 256)")
     g.add_argument("--height", type=int, default=None, help="pixels (default: the model's, 256)")
-    g.add_argument("--duration-s", type=float, default=None, help="seconds (default 2)")
+    g.add_argument(
+        "--duration-s", type=float, default=None,
+        help=f"seconds (default 2); above the model's 4 s made in chunks, up to {MAX_VIDEO_S:g}",
+    )  # fmt: skip
     g.add_argument("--fps", type=int, default=None, help="frames per second, 1–60 (default 8)")
     g.add_argument("--checkpoint", default=None, help="generation checkpoint (.safetensors); default: bundled")
     g.add_argument(

@@ -25,6 +25,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
+from tessera.config import MAX_VIDEO_S
 from tessera.errors import InputError, UnsafePromptError
 from tessera.serve import keys
 from tessera.serve.db import TERMINAL, JobStore, QueueFull
@@ -49,7 +50,9 @@ class VideoRequest(BaseModel):
     negative_prompt: str | None = Field(None, max_length=2000)
     width: int | None = Field(None, ge=1, le=8192)
     height: int | None = Field(None, ge=1, le=8192)
-    duration_s: float | None = Field(None, gt=0, le=120)
+    duration_s: float | None = Field(
+        None, gt=0, le=MAX_VIDEO_S, description="seconds; above the model's 4 s made in chunks"
+    )
     fps: int | None = Field(None, ge=1, le=120)
     seed: int = Field(0, ge=0, le=2**63 - 1)
     steps: int = Field(25, ge=1, le=200)
