@@ -208,7 +208,7 @@ def interpolate(
     h, w = first.shape[1:3]
     last = load(pipe, b, w, h)
     n = _window_frames(pipe, duration_s, "interpolate")
-    m = _context_latents(pipe, context_s, n)
+    m = _context_latents(pipe, context_s, pipe.window_frames(pipe.config.fps))
     start, c_a = _tail_item(first, m, pipe.geometry.frame_step)
     end, c_b = _head_item(last, n, m, pipe.geometry.frame_step)
     if c_a + c_b + pipe.geometry.frame_step > n:

@@ -107,7 +107,7 @@ class VideoOutput:
     """What one prompt produced.
 
     frames: (T, H, W, 3) uint8 for output_type "np" and "mp4", (T, 3, H, W) float in [0, 1] for "pt",
-    None for "latent". latents: the final latent (C, T', H', W'), always set.
+    None for "latent". latents: the final latent (C, T', H', W'), always set (a video made in chunks: the last chunk's).
     """
 
     frames: np.ndarray | torch.Tensor | None
