@@ -116,7 +116,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     try:
         out = run_task(
             pipe, args, output_type="mp4", output_path=args.output, scheduler=args.scheduler,
-            callback=progress(args.task), **settings,
+            callback=_progress_later(args.task), **settings,
         )  # fmt: skip
     finally:
         logger.removeHandler(handler)
@@ -137,6 +137,18 @@ def cmd_edit(args: argparse.Namespace) -> int:
     print(json.dumps(result))
     print(f"wrote {out.path}", file=sys.stderr)
     return 0
+
+
+def _progress_later(desc: str):
+    """A progress bar made at the first step, so the line saying how the input was fitted is not inside it."""
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        bar = bar or progress(desc)
+        bar(done, total)
+
+    return update
 
 
 def _common(p: argparse.ArgumentParser) -> None:
