@@ -248,6 +248,29 @@ def save_strip(path: Path, src: np.ndarray, out: np.ndarray, n: int = 8) -> None
     Image.fromarray(np.concatenate([row(src), row(out)], axis=0)).resize((n * 96, 2 * 96)).save(path)
 
 
+def plot_per_second(per_second: list[float], path: Path) -> None:
+    """Bar per second of the long videos: share of prompts with colour and shape right in that second."""
+    from PIL import Image, ImageDraw
+
+    w, h, pad = 560, 260, 40
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+    x0, y0, x1, y1 = pad, 20, w - 10, h - 40
+    draw.rectangle([x0, y0, x1, y1], outline=(180, 180, 180))
+    for v in (0, 50, 90, 100):
+        y = y1 - v / 100 * (y1 - y0)
+        draw.line([x0, y, x1, y], fill=(255, 170, 170) if v == 90 else (230, 230, 230))
+        draw.text((x0 - 28, y - 6), f"{v}%", fill="gray")
+    bw = (x1 - x0) / len(per_second)
+    for k, v in enumerate(per_second):
+        bx = x0 + k * bw
+        draw.rectangle([bx + 4, y1 - v * (y1 - y0), bx + bw - 4, y1], fill=(40, 110, 220))
+        draw.text((bx + bw / 2 - 8, y1 + 4), f"{k}-{k + 1}", fill="black")
+    draw.text((x0, h - 18), "12 s videos: colour and shape right, per second (red line: 90% target)", fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=None)
@@ -282,6 +305,8 @@ def main() -> None:
         summary = summarise(task, rows) | {"seconds": round(time.time() - t0, 1)}
         result["tasks"][task] = {"summary": summary, "cases": rows}
         print(task, json.dumps(summary), flush=True)
+        if task == "long" and summary["n"]:
+            plot_per_second(summary["per_second"], Path(args.strips) / "long_per_second.png")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1, default=float))
 
