@@ -26,8 +26,6 @@ from einops import rearrange, reduce, repeat
 
 from tessera.errors import InputError
 
-FREE = 1.0  # the level of a token no item covers: generated from noise
-
 
 @dataclass
 class Condition:
@@ -59,11 +57,6 @@ class Condition:
         m = torch.minimum(self.levels, torch.full_like(self.levels, float(t_next)))
         on_path = (1 - m) * self.latents + m * noise
         return torch.where(self.levels < t_now, on_path, x)
-
-    @property
-    def kept(self) -> torch.Tensor:
-        """(B, 1, T', H', W') bool: positions an item keeps exactly (strength 1)."""
-        return self.levels <= 0
 
 
 # ----------------------------------------------------------------------------- training

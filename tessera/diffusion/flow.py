@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 
 import torch
-from einops import repeat
+
+from tessera.conditioning import expand_levels
 
 
 def shift_time(t: torch.Tensor, shift: float) -> torch.Tensor:
@@ -57,8 +58,7 @@ def flow_loss(
         xt = (1 - tb) * x0 + tb * noise
         pred = model(xt, t, **cond)
         return (pred.float() - (noise - x0)).pow(2).mean()
-    pt, ph, pw = patch
-    levels = repeat(token_levels.to(x0), "b t h w -> b 1 (t pt) (h ph) (w pw)", pt=pt, ph=ph, pw=pw)
+    levels = expand_levels(token_levels.to(x0), patch)  # (B, 1, T, H, W)
     tt = torch.minimum(tb, levels)  # (B, 1, T, H, W) each position's time
     xt = (1 - tt) * x0 + tt * noise
     pred = model(xt, torch.minimum(t[:, None], token_levels.flatten(1).to(t)), **cond)
