@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+from tessera.config import MAX_GUIDANCE, MAX_STEPS
 from tessera.config import MAX_SEED as SEED_MAX  # noqa: F401  (re-exported: the CLI checks the pipeline's limit)
 from tessera.errors import InputError
 
@@ -41,6 +42,19 @@ def check_number(flag: str, value: float | None, lo: float, hi: float, low_open:
         raise UsageError(
             f"{flag} {value} is outside the accepted range {interval} (a finite number){'; ' + hint if hint else ''}"
         )
+
+
+def check_sampling(args) -> None:
+    """--seed, --steps, --guidance, --width, --height and --checkpoint, as `generate` and `edit` take them."""
+    check_int("--seed", args.seed, 0, SEED_MAX, "seeds are 64-bit")
+    if args.steps is not None:
+        check_int("--steps", args.steps, 1, MAX_STEPS, "25 is the default")
+    if args.guidance is not None:
+        check_number("--guidance", args.guidance, 0.0, MAX_GUIDANCE, hint="4 is the default, 1 turns guidance off")
+    check_side("--width", args.width)
+    check_side("--height", args.height)
+    if args.checkpoint is not None and not args.checkpoint:
+        raise UsageError("--checkpoint is empty; pass a .safetensors generation checkpoint or leave it out")
 
 
 def check_new_file(flag: str, path: str | None) -> None:

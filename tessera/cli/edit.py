@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 
-from tessera.cli.common import SEED_MAX, UsageError, check_int, check_number, check_side, load_pipeline, progress
+from tessera.cli.common import SEED_MAX, UsageError, check_number, check_sampling, load_pipeline, progress
 from tessera.cli.generate import check_ledger
 from tessera.config import MAX_GUIDANCE as GUIDANCE_MAX
 from tessera.config import MAX_STEPS as STEPS_MAX
@@ -40,15 +40,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(
             '--prompt is empty; describe the result, e.g. "a red circle moving left on a black background"'
         )
-    check_int("--seed", args.seed, 0, SEED_MAX, "seeds are 64-bit")
-    if args.steps is not None:
-        check_int("--steps", args.steps, 1, STEPS_MAX, "25 is the default")
-    if args.guidance is not None:
-        check_number("--guidance", args.guidance, 0.0, GUIDANCE_MAX, hint="4 is the default, 1 turns guidance off")
-    check_side("--width", args.width)
-    check_side("--height", args.height)
-    if args.checkpoint is not None and not args.checkpoint:
-        raise UsageError("--checkpoint is empty; pass a .safetensors generation checkpoint or leave it out")
+    check_sampling(args)
     if getattr(args, "duration_s", None) is not None:
         check_number("--duration-s", args.duration_s, 0.0, MAX_VIDEO_S, low_open=True)
     if args.task == "restyle" and not 0 < args.strength < 1:

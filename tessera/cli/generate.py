@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from tessera.cli.common import SEED_MAX, UsageError, check_int, check_number, check_side, load_pipeline, progress
+from tessera.cli.common import SEED_MAX, UsageError, check_int, check_number, check_sampling, load_pipeline, progress
 from tessera.config import MAX_FPS, MAX_VIDEO_S
 from tessera.config import MAX_GUIDANCE as GUIDANCE_MAX
 from tessera.config import MAX_STEPS as STEPS_MAX
@@ -26,19 +26,11 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(
             'the prompt is empty; describe the video, e.g. "a red circle moving left on a black background"'
         )
-    check_int("--seed", args.seed, 0, SEED_MAX, "seeds are 64-bit")
-    if args.steps is not None:
-        check_int("--steps", args.steps, 1, STEPS_MAX, "25 is the default")
-    if args.guidance is not None:
-        check_number("--guidance", args.guidance, 0.0, GUIDANCE_MAX, hint="4 is the default, 1 turns guidance off")
-    check_side("--width", args.width)
-    check_side("--height", args.height)
+    check_sampling(args)
     check_int("--fps", args.fps, 1, MAX_FPS)
     check_number(
         "--duration-s", args.duration_s, 0.0, MAX_VIDEO_S, low_open=True, hint="above 4 s it is made in chunks"
     )
-    if args.checkpoint is not None and not args.checkpoint:
-        raise UsageError("--checkpoint is empty; pass a .safetensors generation checkpoint or leave it out")
 
 
 def check_ledger() -> None:
