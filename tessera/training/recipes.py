@@ -16,6 +16,9 @@ from tessera.errors import InputError
 from tessera.training.config import DiTTrainConfig, RunConfig, VAETrainConfig
 
 SMALL_VAE = "runs/small/vae/vae.safetensors"
+BUCKETS = dict(
+    shapes=((256, 256), (256, 448), (448, 256)), frames=33, durations_s=(1.0, 2.0, 4.0)
+)  # 3 shapes x 1/2/4 s
 BUNDLED = "tessera/weights/tessera-small.safetensors"  # the shipped model, from the repository root
 
 
@@ -105,9 +108,7 @@ RECIPES: dict[str, Recipe] = {
             run=dict(out="runs/buckets", vae=SMALL_VAE, shift=3.0, shift_ref_tokens=320),
             dit=dict(
                 init_from="runs/cont4/dit/tessera-small.safetensors",
-                shapes=((256, 256), (256, 448), (448, 256)),
-                frames=33,
-                durations_s=(1.0, 2.0, 4.0),
+                **BUCKETS,
                 clips=6000,
                 batch=64,
                 token_budget=49152,
@@ -145,9 +146,7 @@ RECIPES: dict[str, Recipe] = {
             run=dict(out="runs/edit", vae=BUNDLED, shift=3.0, shift_ref_tokens=320),
             dit=dict(
                 init_from=BUNDLED,
-                shapes=((256, 256), (256, 448), (448, 256)),
-                frames=33,
-                durations_s=(1.0, 2.0, 4.0),
+                **BUCKETS,
                 clips=1200,
                 batch=16,
                 token_budget=5120,
