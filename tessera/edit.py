@@ -13,7 +13,9 @@ frame rate. None of these functions denoises: they place frames (`ConditioningIt
 video. A video longer than the model's window (`config.max_duration_s`) and every `extend`
 are made in chunks by `generate_in_chunks`: each chunk is conditioned on the last (or, going
 backwards, the first) ~1 s of what exists, and the new frames are joined to it without
-repeating the context.
+repeating the context. A long text-to-video first makes a guide (the whole prompt in one
+window, stretched in time to the full length) and holds every chunk near it, so the object
+keeps one trajectory, colour and shape over the whole video instead of drifting chunk by chunk.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ MAX_INPUT_S = 600.0
 MAX_INPUT_BYTES = 2 << 30  # decoded frames kept in memory at once (after picking frames at the model's fps)
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # read with PIL; everything else goes to PyAV
 CHUNK_SEED_STEP = 0x9E3779B97F4A7C15  # chunk k of a long video draws its noise from seed + k × this (mod 2^64)
+GUIDE_LEVEL = 0.5  # a long video's windows are held at this noise level of its guide: layout and colour kept
 Media = str | Path | np.ndarray
 
 
@@ -362,15 +365,60 @@ def _plan(length: int, want: int, m: int, step: int, window: int, backwards: boo
     return plan
 
 
+def chunk_joins(pipe: TesseraPipeline, frames: int, context_s: float = 1.0) -> list[int]:
+    """The first new frame of every chunk after the first window of a `frames`-frame text-to-video."""
+    window = pipe.window_frames(pipe.config.fps)
+    m = _context_latents(pipe, context_s, window)
+    plan = _plan(window, frames - window, m, pipe.geometry.frame_step, window, False)
+    return np.cumsum([window] + [new for new, _, _ in plan[:-1]]).tolist()
+
+
 def generate_in_chunks(
     pipe: TesseraPipeline, req: Request, solver, callback, conditioning, continues: Continuation | None, latents
 ) -> tuple[torch.Tensor, list[np.ndarray]]:
     """(the last chunk's latents (B, C, T', H', W'), unmarked frames per prompt) of a long or continued video.
 
-    Text-to-video: a first window (with `conditioning`), then chunks forward. A continuation:
-    chunks from its frames, `req.frames - 1` new frames in all. Chunk k of a prompt with seed s
-    draws its noise from seed s + k × CHUNK_SEED_STEP, so a seed gives the same long video.
+    Text-to-video: a guide first (one window of the whole prompt, stretched in time to the full
+    length: `guide_frames`), then the video window by window, each held near the guide at noise
+    level GUIDE_LEVEL and the later ones conditioned on the last ~1 s before them, blended over
+    that second. So a 12 s video keeps one trajectory, colour and shape from end to end. A
+    continuation: chunks from its frames, `req.frames - 1` new frames in all, its frames kept.
+    Chunk k of a prompt with seed s draws its noise from seed s + k × CHUNK_SEED_STEP (k = 0:
+    the guide, the same noise as a one-window video of that seed), so a seed gives the same video.
     """
+    _check_chunked(pipe, req, conditioning, continues, latents)
+    window = pipe.window_frames(req.fps)
+    cont = continues or Continuation(np.zeros((window, 1, 1, 3), dtype=np.uint8))
+    m = _context_latents(pipe, cont.context_s, window)
+    want = req.frames - (window if continues is None else 1)
+    plan = _plan(len(cont.frames), want, m, pipe.geometry.frame_step, window, cont.backwards)
+    chunks = len(plan) + (2 if continues is None else 0)
+    zs, videos = [], []
+    for i in range(len(req.prompts)):
+        one = dataclasses.replace(
+            req, prompts=req.prompts[i : i + 1], seeds=req.seeds[i : i + 1], enhanced=req.enhanced[i : i + 1],
+            output_paths=[None], single=True,
+        )  # fmt: skip
+
+        def progress(k: int, done: int = i * chunks):  # chunk k of prompt i, over all chunks of all prompts
+            if callback is None:
+                return None
+            return lambda step, total: callback((done + k) * total + step, total * chunks * len(req.prompts))
+
+        k0, video, guide = 0, cont.frames, None
+        if continues is None:  # a long text-to-video: the guide, then its first window
+            guide = guide_frames(pipe, one, solver, progress(0), conditioning, window)
+            items = [ConditioningItem(guide[:window], strength=1 - GUIDE_LEVEL)] + list(conditioning or [])
+            z = pipe._render(_reseeded(one, window, 1), solver, progress(1), items)
+            k0, video = 2, pipe._decode(z)[0]
+        for k, (new, made, c) in enumerate(plan, start=k0):
+            z, video = _chunk(pipe, one, solver, progress(k), video, (new, made, c), cont.backwards, k, guide)
+        zs.append(z[0])
+        videos.append(video)
+    return torch.stack(zs), videos
+
+
+def _check_chunked(pipe: TesseraPipeline, req: Request, conditioning, continues: Continuation | None, latents) -> None:
     if latents is not None or req.output_type == "latent":
         raise InputError(
             f"a video longer than {pipe.config.max_duration_s:g} s or an extension is made and decoded chunk by chunk; "
@@ -390,46 +438,62 @@ def generate_in_chunks(
             f"the frames to continue are {continues.frames.shape[2]}x{continues.frames.shape[1]} px but the video "
             f"is {req.width_px}x{req.height_px}; fit them first (tessera.edit.fit_to)"
         )
-    cont = continues or Continuation(np.zeros((window, 1, 1, 3), dtype=np.uint8))
-    m = _context_latents(pipe, cont.context_s, window)
-    want = req.frames - (window if continues is None else 1)
-    plan = _plan(len(cont.frames), want, m, pipe.geometry.frame_step, window, cont.backwards)
-    chunks = len(plan) + (continues is None)
-    zs, videos = [], []
-    for i in range(len(req.prompts)):
-        one = dataclasses.replace(
-            req, prompts=req.prompts[i : i + 1], seeds=req.seeds[i : i + 1], enhanced=req.enhanced[i : i + 1],
-            output_paths=[None], single=True,
-        )  # fmt: skip
-
-        def progress(k: int, done: int = i * chunks):  # chunk k of prompt i, over all chunks of all prompts
-            if callback is None:
-                return None
-            return lambda step, total: callback((done + k) * total + step, total * chunks * len(req.prompts))
-
-        k0, video = 0, None
-        if continues is None:  # a long text-to-video: the first window as usual
-            z = pipe._render(dataclasses.replace(one, frames=window), solver, progress(0), conditioning)
-            k0, video = 1, pipe._decode(z)[0]
-        else:
-            video = continues.frames
-        for k, (new, made, c) in enumerate(plan, start=k0):
-            z, video = _chunk(pipe, one, solver, progress(k), video, new, made, c, cont.backwards, k)
-        zs.append(z[0])
-        videos.append(video)
-    return torch.stack(zs), videos
 
 
-def _chunk(pipe, one, solver, progress, video, new, made, c, backwards, k):
-    """One extend step: generate `made` frames beside `c` context frames of `video`, join `new` of them."""
+def _reseeded(one: Request, frames: int, k: int) -> Request:
+    """The one-prompt request for chunk k: `frames` frames, noise from seed + k × CHUNK_SEED_STEP."""
+    return dataclasses.replace(one, frames=frames, seeds=[(one.seeds[0] + k * CHUNK_SEED_STEP) % (1 << 64)])
+
+
+def stretch(video: np.ndarray, n: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (n, H, W, 3): the same motion over n frames, each a blend of its two nearest."""
+    pos = np.linspace(0, len(video) - 1, n)
+    i0 = np.floor(pos).astype(int)
+    i1 = np.minimum(i0 + 1, len(video) - 1)
+    a = (pos - i0)[:, None, None, None]
+    return ((1 - a) * video[i0] + a * video[i1]).round().astype(np.uint8)
+
+
+def guide_frames(pipe: TesseraPipeline, one: Request, solver, progress, conditioning, window: int) -> np.ndarray:
+    """The whole prompt in one clip, stretched to `one.frames` frames and padded by a latent group:
+    (one.frames + frame step, H, W, 3) uint8.
+
+    The clip is a quarter of the video (up to the window), so each of its frames lands on a latent
+    group boundary of the video (frame step 4); it uses the video's seed. Items at frame 0 give it
+    their first frame (the same instant in both); later items only act on the video's first window.
+    """
+    first = [
+        dataclasses.replace(it, frames=it.frames[:1], keep=None if it.keep is None else np.asarray(it.keep)[:1])
+        for it in conditioning or []
+        if it.start == 0
+    ]
+    step = pipe.geometry.frame_step
+    frames = min(window, 1 + step * max(1, (one.frames - 1) // step**2))
+    z = pipe._render(_reseeded(one, frames, 0), solver, progress, first)
+    guide = stretch(pipe._decode(z)[0], one.frames)
+    return np.concatenate([guide, np.repeat(guide[-1:], step, axis=0)])
+
+
+def _chunk(pipe, one, solver, progress, video, sizes, backwards, k, guide):
+    """One extend step: generate `made` frames beside `c` context frames of `video`, join `new` of them.
+
+    With a guide (a long text-to-video, forward), the new frames are also held near the guide, and
+    the context second is blended from the frames before into this chunk's own version of them.
+    """
+    new, made, c = sizes
     n = made + c
     if backwards:
-        item = _head_item(video, n, c // pipe.geometry.frame_step, pipe.geometry.frame_step)[0]
+        items = [_head_item(video, n, c // pipe.geometry.frame_step, pipe.geometry.frame_step)[0]]
     else:
-        item = ConditioningItem(video[len(video) - c :])
-    seed = (one.seeds[0] + k * CHUNK_SEED_STEP) % (1 << 64)
-    z = pipe._render(dataclasses.replace(one, frames=n, seeds=[seed]), solver, progress, [item])
+        items = [ConditioningItem(video[len(video) - c :])]
+    if guide is not None:
+        items.append(ConditioningItem(guide[len(video) : len(video) + made], start=c, strength=1 - GUIDE_LEVEL))
+    z = pipe._render(_reseeded(one, n, k), solver, progress, items)
     frames = pipe._decode(z)[0]
     if backwards:
         return z, np.concatenate([frames[made - new : made], video])
+    if guide is not None:
+        w = (np.arange(1, c + 1, dtype=np.float32) / (c + 1))[:, None, None, None]
+        blended = ((1 - w) * video[-c:] + w * frames[:c]).round().astype(np.uint8)
+        return z, np.concatenate([video[:-c], blended, frames[c : c + new]])
     return z, np.concatenate([video, frames[c : c + new]])

@@ -148,7 +148,7 @@ def test_a_12_s_video_is_97_frames_in_chunks_marked_and_recorded_once(pipe):
     assert len(pipe.ledger.entries()) == before + 1
     assert pipe.ledger.entries()[-1].record.generation_id == out.generation_id
     steps = [i for i, _ in calls]
-    assert steps == list(range(1, len(calls) + 1)) and calls[-1] == (4, 4)  # 4 chunks of 1 step
+    assert steps == list(range(1, len(calls) + 1)) and calls[-1] == (5, 5)  # guide, first window, 3 chunks
     with pytest.raises(InputError, match="60"):
         pipe.check_request("a red circle", duration_s=61)
 
@@ -162,6 +162,25 @@ def test_the_same_seed_gives_the_same_long_video(pipe):
     assert a.shape == (41, 128, 128, 3)  # a window of 33 frames, then 8 more
     np.testing.assert_array_equal(a, b)
     assert _diff(a[33:], c[33:]) > 1
+
+
+def test_stretch_keeps_the_ends_and_spreads_the_motion_over_the_new_length():
+    ramp = np.repeat(np.arange(0, 250, 50, dtype=np.uint8)[:, None, None, None], 3, axis=-1)  # 5 frames, 0..200
+    out = edit.stretch(np.broadcast_to(ramp, (5, 4, 4, 3)).copy(), 17)
+    assert out.shape == (17, 4, 4, 3)
+    np.testing.assert_array_equal(out[::4], np.broadcast_to(ramp, (5, 4, 4, 3)))  # every 4th frame is an input frame
+    np.testing.assert_allclose(np.diff(out[:, 0, 0, 0].astype(float)), 12.5, atol=1)  # evenly in between
+
+
+def test_a_long_video_follows_a_guide_a_quarter_as_long_made_with_its_seed(pipe):
+    req = pipe.check_request("a green square moving right", duration_s=6, seed=3, **FAST)
+    one = edit._reseeded(req, req.frames, 0)
+    guide = edit.guide_frames(pipe, one, pipe._scheduler_for(None), None, None, pipe.window_frames(req.fps))
+    assert guide.shape == (49 + 4, 128, 128, 3)  # the video's length, and one latent group to spare
+    short = pipe("a green square moving right", duration_s=1.5, seed=3, output_type="latent", **FAST)
+    first = pipe._decode(short.latents[None])[0]  # 13 frames: a quarter of 6 s
+    np.testing.assert_array_equal(guide[0:48:4], first[:12])  # each lands on a latent group boundary
+    np.testing.assert_array_equal(guide[48], first[-1])  # the clip's end is the video's end
 
 
 # ----------------------------------------------------------------------------- the CLI
