@@ -57,64 +57,89 @@ class Analysis:
     visible_frames: int = 0
 
 
-def analyze(frames: np.ndarray) -> Analysis:
-    """Judge a clip (T, H, W, 3) uint8 of one object on a plain background."""
-    t, h, w, _ = frames.shape
+def object_mask(frames: np.ndarray) -> tuple[str, np.ndarray, np.ndarray]:
+    """Background name, background colour (3,) float and object mask (T, H, W) bool of a clip (T, H, W, 3) uint8.
+
+    The background is the median colour of the border pixels; object pixels are far from it (L1 > 100).
+    """
     f = frames.astype(np.float32)
     border = np.concatenate([f[:, 0], f[:, -1], f[:, :, 0], f[:, :, -1]], axis=1).reshape(-1, 3)
     bg_rgb = np.median(border, axis=0)
-    background = _nearest(bg_rgb, BACKGROUNDS)
-    mask = np.abs(f - bg_rgb).sum(-1) > 100  # (T, H, W)
-    return _judge_mask(f, mask, background)
+    return _nearest(bg_rgb, BACKGROUNDS), bg_rgb, np.abs(f - bg_rgb).sum(-1) > 100
+
+
+def analyze(frames: np.ndarray) -> Analysis:
+    """Judge a clip (T, H, W, 3) uint8 of one object on a plain background."""
+    background, _, mask = object_mask(frames)
+    return _judge_mask(frames.astype(np.float32), mask, background)
 
 
 def analyze_objects(frames: np.ndarray, colours: list[str]) -> list[Analysis]:
     """Judge each object of a clip (T, H, W, 3) with several objects, told apart by their (distinct) colours."""
     f = frames.astype(np.float32)
-    border = np.concatenate([f[:, 0], f[:, -1], f[:, :, 0], f[:, :, -1]], axis=1).reshape(-1, 3)
-    bg_rgb = np.median(border, axis=0)
-    background = _nearest(bg_rgb, BACKGROUNDS)
-    mask = np.abs(f - bg_rgb).sum(-1) > 100  # (T, H, W)
+    background, _, mask = object_mask(frames)
     palette = np.array(list(COLOURS.values()), dtype=np.float32)  # (K, 3)
     nearest = np.argmin(np.linalg.norm(f[..., None, :] - palette, axis=-1), axis=-1)  # (T, H, W)
     names = list(COLOURS)
     return [_judge_mask(f, mask & (nearest == names.index(c)), background) for c in colours]
 
 
-def _judge_mask(f: np.ndarray, mask: np.ndarray, background: str) -> Analysis:
-    """Colour, shape and motion of the object whose pixels are `mask` (T, H, W) in frames `f` (T, H, W, 3)."""
+@dataclass
+class Track:
+    """Per-frame geometry of an object mask, for the frames where it is visible (area ≥ 0.3% of the frame).
+
+    frames: indices of those frames (N,); cx, cy: centroid as fractions of width and height (N,);
+    area: pixels / shorter side² (N,); fill: area / (π r²) with r the 99th-percentile radius (N,).
+    """
+
+    frames: np.ndarray
+    cx: np.ndarray
+    cy: np.ndarray
+    area: np.ndarray
+    fill: np.ndarray
+
+
+def track(mask: np.ndarray) -> Track:
+    """Centroid, area and fill of the object mask (T, H, W) in every frame where it is visible."""
     t, h, w = mask.shape
-    min_area = 0.003 * h * w
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     short = min(h, w)
-    cx, cy, area, fill, valid = [], [], [], [], []
+    rows = []
     for i in range(t):
         m = mask[i]
         a = float(m.sum())
-        if a < min_area:
+        if a < 0.003 * h * w:
             continue
         x0, y0 = float(xx[m].mean()), float(yy[m].mean())
         r = float(np.percentile(np.hypot(xx[m] - x0, yy[m] - y0), 99)) + 0.5
-        cx.append(x0 / w)
-        cy.append(y0 / h)
-        area.append(a / short**2)
-        fill.append(a / (math.pi * r * r))
-        valid.append(i)
-    if len(valid) < max(2, t // 2):
-        return Analysis(background, None, None, None, visible_frames=len(valid))
+        rows.append((i, x0 / w, y0 / h, a / short**2, a / (math.pi * r * r)))
+    cols = np.array(rows, dtype=np.float64).reshape(-1, 5).T  # (5, N)
+    return Track(cols[0].astype(int), cols[1], cols[2], cols[3], cols[4])
+
+
+def shape_of_fill(fill: float) -> str:
+    """The shape class of a fill ratio: circle ≈ 1, square ≈ 0.64, triangle ≈ 0.41."""
+    return "circle" if fill > 0.8 else "square" if fill > 0.52 else "triangle"
+
+
+def _judge_mask(f: np.ndarray, mask: np.ndarray, background: str) -> Analysis:
+    """Colour, shape and motion of the object whose pixels are `mask` (T, H, W) in frames `f` (T, H, W, 3)."""
+    tr = track(mask)
+    valid, n = tr.frames, len(tr.frames)
+    if n < max(2, mask.shape[0] // 2):
+        return Analysis(background, None, None, None, visible_frames=n)
     colour = _nearest(np.median(f[mask], axis=0), COLOURS)
-    med_fill = float(np.median(fill))
-    shape = "circle" if med_fill > 0.8 else "square" if med_fill > 0.52 else "triangle"
-    cx_a, cy_a, area_a = np.array(cx), np.array(cy), np.array(area)
-    k = max(1, len(valid) // 5)
-    growth = float(np.median(area_a[-k:]) / max(np.median(area_a[:k]), 1e-6))
-    dx, dy = float(np.median(cx_a[-k:]) - np.median(cx_a[:k])), float(np.median(cy_a[-k:]) - np.median(cy_a[:k]))
-    y_range = float(cy_a.max() - cy_a.min())
+    med_fill = float(np.median(tr.fill))
+    shape = shape_of_fill(med_fill)
+    k = max(1, n // 5)
+    growth = float(np.median(tr.area[-k:]) / max(np.median(tr.area[:k]), 1e-6))
+    dx, dy = float(np.median(tr.cx[-k:]) - np.median(tr.cx[:k])), float(np.median(tr.cy[-k:]) - np.median(tr.cy[:k]))
+    y_range = float(tr.cy.max() - tr.cy.min())
     if growth > 2.0:
         motion = "growing"
     elif growth < 0.5:
         motion = "shrinking"
-    elif y_range > 0.1 and _reversals(cy_a, 0.05) >= 2 and abs(dx) < 0.1:
+    elif y_range > 0.1 and _reversals(tr.cy, 0.05) >= 2 and abs(dx) < 0.1:
         motion = "bouncing"
     elif max(abs(dx), abs(dy)) > 0.12:
         motion = ("right" if dx > 0 else "left") if abs(dx) >= abs(dy) else ("down" if dy > 0 else "up")
@@ -122,7 +147,7 @@ def _judge_mask(f: np.ndarray, mask: np.ndarray, background: str) -> Analysis:
         first = mask[valid[0]]
         iou = min(float((first & mask[i]).sum() / max((first | mask[i]).sum(), 1)) for i in valid[1:])
         motion = "spinning" if iou < 0.85 else "still"
-    return Analysis(background, colour, shape, motion, fill=med_fill, visible_frames=len(valid))
+    return Analysis(background, colour, shape, motion, fill=med_fill, visible_frames=n)
 
 
 @dataclass
@@ -175,22 +200,33 @@ def eval_cases(n: int = 120, seed: int = 1234) -> list[PromptCase]:
     return cases
 
 
+ATTRIBUTES = ("colour", "shape", "motion", "direction", "background", "all_four")
+
+
+def correct(c: PromptCase, a: Analysis) -> dict[str, bool | None]:
+    """Which attributes of one case the judge found as asked; direction is None for prompts without one."""
+    return {
+        "colour": a.colour == c.colour,
+        "shape": a.shape == c.shape,
+        "motion": a.motion == c.motion,
+        "direction": a.motion == c.motion if c.motion in DIRECTIONS else None,
+        "background": a.background == c.background,
+        "all_four": (a.colour, a.shape, a.motion, a.background) == (c.colour, c.shape, c.motion, c.background),
+    }
+
+
 def score(cases: list[PromptCase], analyses: list[Analysis]) -> dict:
     """Accuracy per attribute, over all cases and over held-out / seen combinations separately."""
 
     def acc(rows: list[tuple[PromptCase, Analysis]]) -> dict:
         if not rows:
             return {}
-        dirs = [(c, a) for c, a in rows if c.motion in DIRECTIONS]
-        return {
-            "n": len(rows),
-            "colour": float(np.mean([a.colour == c.colour for c, a in rows])),
-            "shape": float(np.mean([a.shape == c.shape for c, a in rows])),
-            "motion": float(np.mean([a.motion == c.motion for c, a in rows])),
-            "direction": float(np.mean([a.motion == c.motion for c, a in dirs])) if dirs else float("nan"),
-            "background": float(np.mean([a.background == c.background for c, a in rows])),
-            "all_four": float(np.mean([_all_four(c, a) for c, a in rows])),
-        }
+        marks = [correct(c, a) for c, a in rows]
+        out: dict = {"n": len(rows)}
+        for k in ATTRIBUTES:
+            v = [m[k] for m in marks if m[k] is not None]
+            out[k] = float(np.mean(v)) if v else float("nan")
+        return out
 
     rows = list(zip(cases, analyses))
     result = {
@@ -204,28 +240,82 @@ def score(cases: list[PromptCase], analyses: list[Analysis]) -> dict:
     return result
 
 
-def _all_four(c: PromptCase, a: Analysis) -> bool:
-    return (a.colour, a.shape, a.motion, a.background) == (c.colour, c.shape, c.motion, c.background)
-
-
 def adherence(
     generate: Callable[[list[str], list[int]], list[np.ndarray]],
     cases: list[PromptCase],
     batch: int = 8,
     progress: Callable[[int, int], None] | None = None,
     partial: Callable[[dict, int], None] | None = None,
+    seeds: list[int] | None = None,
 ) -> tuple[dict, list[Analysis]]:
-    """Generate each case's prompt (seed = case index) and judge the frames.
+    """Generate each case's prompt (seed = case index, or `seeds[i]`) and judge the frames.
 
     partial(scores so far, cases done) after every batch, so a long run can be read before it ends.
     """
+    seeds = list(range(len(cases))) if seeds is None else list(seeds)
     analyses: list[Analysis] = []
     for i in range(0, len(cases), batch):
         chunk = cases[i : i + batch]
-        videos = generate([c.prompt for c in chunk], list(range(i, i + len(chunk))))
+        videos = generate([c.prompt for c in chunk], seeds[i : i + len(chunk)])
         analyses += [analyze(v) for v in videos]
         if progress:
             progress(len(analyses), len(cases))
         if partial:
             partial(score(cases[: len(analyses)], analyses), len(analyses))
     return score(cases, analyses), analyses
+
+
+# ----------------------------------------------------------------------------- two objects
+
+
+def judge_two(row: dict, frames: np.ndarray) -> dict:
+    """One row of the two-object set against its clip (T, H, W, 3): each colour visible, each shape and motion, background."""
+    found = analyze_objects(frames, [o["colour"] for o in row["objects"]])
+    return {
+        "visible": [a.shape is not None for a in found],
+        "shape_motion": [(a.shape, a.motion) == (o["shape"], o["motion"]) for o, a in zip(row["objects"], found)],
+        "background": found[0].background == row["background"],
+    }
+
+
+def render_two(row: dict, seed: int, shape: tuple) -> np.ndarray:
+    """The world's own render (T, H, W, 3) of a two-object row, placements drawn from `seed`; shape = (T, H, W, 3)."""
+    from tessera.data.world.scenes import ClipSpec, random_object, render
+
+    t, h, w, _ = shape
+    rng = np.random.default_rng(seed)
+    objs = tuple(random_object(rng, o["colour"], o["shape"], o["motion"], w / h) for o in row["objects"])
+    return render(ClipSpec("shapes", row["background"], objs), t, h, w)
+
+
+def two_scores(judged: list[dict]) -> dict:
+    """Shares over two-object judgements: both colours visible, background, each object's shape and motion."""
+    n = max(len(judged), 1)
+    return {
+        "both_colours_visible": sum(all(j["visible"]) for j in judged) / n,
+        "background": sum(j["background"] for j in judged) / n,
+        "object_shape_and_motion": sum(sum(j["shape_motion"]) for j in judged) / (2 * n),
+    }
+
+
+def two_object(
+    generate: Callable[[list[str], list[int]], list[np.ndarray]],
+    rows: list[dict],
+    batch: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict, list[dict]]:
+    """Generate each two-object row (seed = row index) and judge each object on the pixels of its colour.
+
+    Objects overlap and hide each other, so the judge also runs on the world's own renders of the
+    same prompts ("judge_on_ground_truth"): the ceiling for shape and motion.
+    """
+    judged, shape = [], None
+    for i in range(0, len(rows), batch):
+        chunk = rows[i : i + batch]
+        videos = generate([r["prompt"] for r in chunk], list(range(i, i + len(chunk))))
+        judged += [judge_two(r, v) for r, v in zip(chunk, videos)]
+        shape = videos[0].shape  # (T, H, W, 3)
+        if progress:
+            progress(len(judged), len(rows))
+    truth = [judge_two(r, render_two(r, i, shape)) for i, r in enumerate(rows)]
+    return {"n": len(rows), **two_scores(judged), "judge_on_ground_truth": two_scores(truth)}, judged

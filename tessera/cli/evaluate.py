@@ -1,4 +1,4 @@
-"""`tessera eval`: prompt adherence judged from the decoded frames."""
+"""`tessera eval`: prompt adherence judged from the decoded frames; `--suite` runs every measure at once."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from tessera.cli.common import (
     SEED_MAX,
     UsageError,
+    check_folder,
     check_int,
     check_new_file,
     check_number,
@@ -34,6 +35,16 @@ def check_args(args: argparse.Namespace) -> None:
     check_number("--duration-s", args.duration_s, 0.0, 3600.0, low_open=True)
     check_int("--batch", args.batch, 1, 1024)
     check_new_file("--json", args.json)
+    check_int("--repeat", args.repeat, 1, 10)
+    if not args.suite:
+        for flag, given in (("--out", args.out), ("--quick", args.quick), ("--repeat", args.repeat != 1)):
+            if given:
+                raise UsageError(f"{flag} belongs to the suite; add --suite or drop {flag}")
+        return
+    check_folder("--out", args.out)
+    for flag, given in (("--json", args.json), ("--set", args.set != "template"), ("--no-enhance", args.no_enhance)):
+        if given:
+            raise UsageError(f"--suite runs every set (enhancer on and off) and writes OUT/suite.json; drop {flag}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -51,9 +62,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         pipe.resolve_size(args.width, args.height, args.duration_s, None)
     except ValueError as e:
         raise UsageError(str(e)) from e
+    if args.suite:
+        return cmd_eval_suite(args, pipe)
     if args.set == "two-object":
         return cmd_eval_two_object(args, pipe)
-    cases = paraphrase_cases(args.prompts) if args.set == "paraphrase" else eval_cases(args.prompts, seed=args.seed)
+    n = 120 if args.prompts is None else args.prompts
+    cases = (
+        paraphrase_cases(n)
+        if args.set == "paraphrase"
+        else eval_cases(n, seed=1234 if args.seed is None else args.seed)
+    )
     settings = dict(
         num_inference_steps=args.steps, guidance_scale=args.guidance, width=args.width, height=args.height,
         duration_s=args.duration_s, scheduler=args.scheduler, enhance=not args.no_enhance,
@@ -68,7 +86,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.json:
             Path(args.json + ".partial").write_text(json.dumps({"done": done, "of": len(cases), **scores}, indent=1))
 
-    result, analyses = adherence(gen, cases, batch=args.batch, progress=progress("eval"), partial=partial)
+    result, analyses = adherence(gen, cases, batch=args.batch or 8, progress=progress("eval"), partial=partial)
     result["seconds"] = round(time.time() - t0, 1)
     result["checkpoint"] = str(args.checkpoint or "bundled")
     result["size"] = f"{args.width or pipe.config.width_px}x{args.height or pipe.config.height_px}"
@@ -95,83 +113,64 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_two_object(args: argparse.Namespace, pipe) -> int:
-    """Two objects per prompt, each judged on the pixels of its colour.
+    """Two objects per prompt, each judged on the pixels of its colour (tessera.eval.two_object)."""
+    from tessera.eval import read_eval_set, two_object
 
-    Scores: both colours visible in at least half the frames; background; each object's shape and motion.
-    Objects overlap and hide each other, so the judge is also run on the world's own renders of the
-    same prompts ("judge_on_ground_truth"): the ceiling for shape and motion.
-    """
-    from tessera.eval import read_eval_set
-
-    rows = read_eval_set("two_object")[: args.prompts]
+    rows = read_eval_set("two_object")[: 120 if args.prompts is None else args.prompts]
     settings = dict(
         num_inference_steps=args.steps, guidance_scale=args.guidance, width=args.width, height=args.height,
         duration_s=args.duration_s, scheduler=args.scheduler, enhance=not args.no_enhance,
     )  # fmt: skip
-    t0, judged, bar = time.time(), [], progress("eval")
-    for i in range(0, len(rows), args.batch):
-        chunk = rows[i : i + args.batch]
-        outs = pipe([r["prompt"] for r in chunk], seed=list(range(i, i + len(chunk))), **settings)
-        judged += [_judge_two(r, out.frames) for r, out in zip(chunk, outs)]
-        bar(len(judged), len(rows))
-    shape = outs[0].frames.shape  # (T, H, W, 3)
-    truth = [_judge_two(r, _render_two(r, i, shape)) for i, r in enumerate(rows)]
-    result = {
-        "n": len(rows),
-        **_two_scores(judged),
-        "judge_on_ground_truth": _two_scores(truth),
-        "seconds": round(time.time() - t0, 1),
-        "set": "two-object",
-        "enhance": not args.no_enhance,
-    }
+
+    def gen(prompts, seeds):
+        return [out.frames for out in pipe(list(prompts), seed=list(seeds), **settings)]
+
+    t0 = time.time()
+    result, judged = two_object(gen, rows, batch=args.batch or 8, progress=progress("eval"))
+    result |= {"seconds": round(time.time() - t0, 1), "set": "two-object", "enhance": not args.no_enhance}
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": result, "judged": judged}, indent=1))
     return 0
 
 
-def _judge_two(row: dict, frames) -> dict:
-    from tessera.eval import analyze_objects
+def cmd_eval_suite(args: argparse.Namespace, pipe) -> int:
+    """Every measure in one run (tessera.suite); flags given override the suite's sizes and main setting."""
+    from dataclasses import replace
 
-    found = analyze_objects(frames, [o["colour"] for o in row["objects"]])
-    return {
-        "visible": [a.shape is not None for a in found],
-        "shape_motion": [(a.shape, a.motion) == (o["shape"], o["motion"]) for o, a in zip(row["objects"], found)],
-        "background": found[0].background == row["background"],
-    }
+    from tessera.suite import QUICK, SuiteConfig, run_suite
 
-
-def _render_two(row: dict, seed: int, shape: tuple) -> object:
-    import numpy as np
-
-    from tessera.data.world.scenes import ClipSpec, random_object, render
-
-    t, h, w, _ = shape
-    rng = np.random.default_rng(seed)
-    objs = tuple(random_object(rng, o["colour"], o["shape"], o["motion"], w / h) for o in row["objects"])
-    return render(ClipSpec("shapes", row["background"], objs), t, h, w)
-
-
-def _two_scores(judged: list[dict]) -> dict:
-    n = max(len(judged), 1)
-    return {
-        "both_colours_visible": sum(all(j["visible"]) for j in judged) / n,
-        "background": sum(j["background"] for j in judged) / n,
-        "object_shape_and_motion": sum(sum(j["shape_motion"]) for j in judged) / (2 * n),
-    }
+    cfg = QUICK if args.quick else SuiteConfig()
+    given = {
+        "templates": args.prompts, "steps": args.steps, "guidance": args.guidance, "scheduler": args.scheduler,
+        "width_px": args.width, "height_px": args.height, "duration_s": args.duration_s,
+        "batch": args.batch, "seed": args.seed, "repeat": args.repeat, "int8": args.int8 or None,
+    }  # fmt: skip
+    cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None})
+    out = Path(args.out or "eval-suite")
+    result = run_suite(pipe, cfg, out, progress=progress)
+    t = result["template"]["adherence"]
+    print(json.dumps({
+        "json": str(out / "suite.json"), "markdown": str(out / "suite.md"),
+        "plots": [str(out / "adherence_vs_steps.png"), str(out / "adherence_vs_guidance.png")],
+        "template": {a: t[a]["value"] for a in t}, "seconds": result["seconds"],
+    }, indent=2))  # fmt: skip
+    return 0
 
 
 def add_parser(sub) -> None:
     e = sub.add_parser("eval", help="prompt adherence measured from the decoded frames")
     e.add_argument("--checkpoint", default=None)
-    e.add_argument("--prompts", type=int, default=120)
-    e.add_argument("--seed", type=int, default=1234)
+    e.add_argument(
+        "--prompts", type=int, default=None, help="prompts of the set (default 120; --suite: template prompts)"
+    )
+    e.add_argument("--seed", type=int, default=None, help="draws the template prompts (default 1234)")
     e.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's, 25)")
     e.add_argument("--guidance", type=float, default=None, help="guidance (default: the model's, 4)")
     e.add_argument("--width", type=int, default=None)
     e.add_argument("--height", type=int, default=None)
     e.add_argument("--duration-s", type=float, default=None)
-    e.add_argument("--batch", type=int, default=8)
+    e.add_argument("--batch", type=int, default=None, help="prompts per generation call (default 8)")
     e.add_argument("--scheduler", default=None, help="solver (default: the model's, euler)")
     e.add_argument(
         "--set", default="template", choices=EVAL_SETS,
@@ -180,4 +179,12 @@ def add_parser(sub) -> None:
     e.add_argument("--no-enhance", action="store_true", help="give prompts to the text encoder as worded")
     e.add_argument("--int8", action="store_true", help="int8 weights for the DiT's linear layers")
     e.add_argument("--json", default=None, help="also write per-prompt results here")
+    e.add_argument(
+        "--suite", action="store_true",
+        help="every measure at once (template, paraphrase and two-object sets, temporal, VAE, time, steps and "
+        "guidance sweep): OUT/suite.json, OUT/suite.md and PNGs; about 20 min on a 2-core CPU",
+    )  # fmt: skip
+    e.add_argument("--out", default=None, help="--suite: the folder for its files (default eval-suite)")
+    e.add_argument("--quick", action="store_true", help="--suite: a few prompts at 128x128, 0.5 s (a smoke run)")
+    e.add_argument("--repeat", type=int, default=1, help="--suite: run the template adherence N times, other seeds")
     e.set_defaults(func=cmd_eval)
