@@ -153,7 +153,7 @@ def cmd_eval_suite(args: argparse.Namespace, pipe) -> int:
     print(json.dumps({
         "json": str(out / "suite.json"), "markdown": str(out / "suite.md"),
         "plots": [str(out / "adherence_vs_steps.png"), str(out / "adherence_vs_guidance.png")],
-        "template": {a: t[a]["value"] for a in t}, "seconds": result["seconds"],
+        "template": {a: t[a]["value"] for a in t}, "seconds": result["seconds"], "cpu_seconds": result["cpu_seconds"],
     }, indent=2))  # fmt: skip
     return 0
 
@@ -182,7 +182,7 @@ def add_parser(sub) -> None:
     e.add_argument(
         "--suite", action="store_true",
         help="every measure at once (template, paraphrase and two-object sets, temporal, VAE, time, steps and "
-        "guidance sweep): OUT/suite.json, OUT/suite.md and PNGs; about 20 min on a 2-core CPU",
+        "guidance sweep): OUT/suite.json, OUT/suite.md and PNGs; sized for under 20 min on an idle 2-core CPU",
     )  # fmt: skip
     e.add_argument("--out", default=None, help="--suite: the folder for its files (default eval-suite)")
     e.add_argument("--quick", action="store_true", help="--suite: a few prompts at 128x128, 0.5 s (a smoke run)")
