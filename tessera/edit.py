@@ -46,6 +46,7 @@ MAX_INPUT_SIDE_PX = 4096
 MAX_INPUT_S = 600.0
 MAX_INPUT_BYTES = 2 << 30  # decoded frames kept in memory at once (after picking frames at the model's fps)
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # read with PIL; everything else goes to PyAV
+TASKS = ("extend", "interpolate", "animate", "restyle", "inpaint")
 CHUNK_SEED_STEP = 0x9E3779B97F4A7C15  # chunk k of a long video draws its noise from seed + k × this (mod 2^64)
 GUIDE_LEVEL = 0.5  # a long video's windows are held at this noise level of its guide: layout and colour kept
 Media = str | Path | np.ndarray
@@ -60,6 +61,15 @@ def read_media(path: str | Path, fps: float | None = None) -> tuple[np.ndarray, 
     fps: pick the frames nearest to every 1/fps s while decoding (the returned fps is then `fps`).
     A missing, empty, unreadable, frameless or too large file raises InputError saying what to do.
     """
+    p = _existing(path)
+    image = _read_image(p)
+    if image is not None:
+        return image[None], None
+    return _read_video(p, fps)
+
+
+def _existing(path: str | Path) -> Path:
+    """The path of a non-empty file, or InputError saying what is wrong with it."""
     text = str(path)
     try:
         ok = "\x00" not in text and Path(text).is_file()
@@ -70,10 +80,7 @@ def read_media(path: str | Path, fps: float | None = None) -> tuple[np.ndarray, 
     p = Path(text)
     if p.stat().st_size == 0:
         raise InputError(f"{p} is empty (0 bytes); give a video (MP4, WebM, ...) or an image (PNG, JPEG, WebP)")
-    image = _read_image(p)
-    if image is not None:
-        return image[None], None
-    return _read_video(p, fps)
+    return p
 
 
 def _read_image(p: Path) -> np.ndarray | None:
@@ -99,7 +106,19 @@ def _check_side(p: Path, w: int, h: int) -> None:
         raise InputError(f"{p} is {w}x{h} px; at most {MAX_INPUT_SIDE_PX} px a side is read: scale it down first")
 
 
-def _read_video(p: Path, fps: float | None) -> tuple[np.ndarray, float]:
+def probe_media(path: str | Path, fps: float) -> tuple[int, int, int]:
+    """(frames at `fps`, height_px, width_px) of what `read_media(path, fps)` would return, without keeping
+    the pixels; it refuses exactly what `read_media` refuses (InputError)."""
+    p = _existing(path)
+    image = _read_image(p)
+    if image is not None:
+        return (1, *image.shape[:2])
+    shapes, _ = _read_video(p, fps, convert=False)
+    return (len(shapes), *shapes[0])
+
+
+def _read_video(p: Path, fps: float | None, convert: bool = True) -> tuple[np.ndarray | list, float]:
+    """(frames (T, H, W, 3), fps); `convert` False: a list of each picked frame's (height, width) instead."""
     try:
         with av.open(str(p)) as container:
             if not container.streams.video:
@@ -110,7 +129,7 @@ def _read_video(p: Path, fps: float | None) -> tuple[np.ndarray, float]:
             duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
             if duration > MAX_INPUT_S:
                 raise InputError(f"{p} lasts {duration:.0f} s; at most {MAX_INPUT_S:.0f} s is read: trim it first")
-            frames = _pick_frames(p, container.decode(stream), src_fps, fps or src_fps)
+            frames = _pick_frames(p, container.decode(stream), src_fps, fps or src_fps, convert)
     except (av.error.FFmpegError, OSError, ValueError) as e:
         if isinstance(e, InputError):
             raise
@@ -118,11 +137,12 @@ def _read_video(p: Path, fps: float | None) -> tuple[np.ndarray, float]:
         raise InputError(f"{p} is not a readable video or image ({detail}); give an MP4, WebM, PNG or JPEG") from e
     if not frames:
         raise InputError(f"{p} has no decodable frames; give a complete, playable video")
-    return np.stack(frames), float(fps or src_fps)
+    return (np.stack(frames) if convert else frames), float(fps or src_fps)
 
 
-def _pick_frames(p: Path, decoded, src_fps: float, fps: float) -> list[np.ndarray]:
-    """The decoded frame nearest to every k/fps s (k = 0, 1, ...), within the size and duration limits."""
+def _pick_frames(p: Path, decoded, src_fps: float, fps: float, convert: bool = True) -> list:
+    """The decoded frame nearest to every k/fps s (k = 0, 1, ...), within the size and duration limits
+    (`convert` False: only each picked frame's (height, width))."""
     kept, k, frame_bytes = [], 0, 0
     for i, frame in enumerate(decoded):
         if i > MAX_INPUT_S * src_fps:
@@ -130,10 +150,11 @@ def _pick_frames(p: Path, decoded, src_fps: float, fps: float) -> list[np.ndarra
         _check_side(p, frame.width, frame.height)
         rgb = None
         while round(k * src_fps / fps) == i:
-            rgb = frame.to_ndarray(format="rgb24") if rgb is None else rgb
-            kept.append(rgb)
+            if convert:
+                rgb = frame.to_ndarray(format="rgb24") if rgb is None else rgb
+            kept.append(rgb if convert else (frame.height, frame.width))
             k += 1
-            frame_bytes += rgb.nbytes
+            frame_bytes += frame.height * frame.width * 3  # as rgb24
         if frame_bytes > MAX_INPUT_BYTES:
             raise InputError(f"{p} is too large to edit at once (over 2 GiB of frames); trim or scale it down first")
     return kept
@@ -161,6 +182,40 @@ def snap_shape(width_px: int, height_px: int) -> tuple[int, int]:
     return min(TRAINED_SHAPES_PX, key=lambda s: abs(math.log(s[0] / s[1]) - aspect))
 
 
+def output_size(
+    pipe: TesseraPipeline, width_px: int, height_px: int, width: int | None = None, height: int | None = None
+) -> tuple[int, int]:
+    """(width, height) of the output made from a width_px × height_px input: as given, else the input's
+    aspect snapped to a trained shape; InputError for a size the model cannot make."""
+    snapped = snap_shape(width_px, height_px)
+    width, height = width or snapped[0], height or snapped[1]
+    pipe.geometry.check_size(width, height)
+    return width, height
+
+
+def box_to_output(box, width_px: int, height_px: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """A box (x0, y0, x1, y1) in pixels of a width_px × height_px input -> the same region in pixels of the
+    width × height output `fit_to` makes of it (resized to cover, centre-cropped), clipped to the output.
+
+    InputError when the box is not inside the input, or lies wholly in the part that is cropped away.
+    """
+    x0, y0, x1, y1 = _check_box(box, width_px, height_px, "input")
+    scale = max(width / width_px, height / height_px)
+    nw, nh = max(width, round(width_px * scale)), max(height, round(height_px * scale))
+    cx, cy = (nw - width) // 2, (nh - height) // 2  # what fit_to crops off the left and the top
+    sx, sy = nw / width_px, nh / height_px
+    out = (
+        min(max(math.floor(x0 * sx) - cx, 0), width), min(max(math.floor(y0 * sy) - cy, 0), height),
+        min(max(math.ceil(x1 * sx) - cx, 0), width), min(max(math.ceil(y1 * sy) - cy, 0), height),
+    )  # fmt: skip
+    if not (out[0] < out[2] and out[1] < out[3]):
+        raise InputError(
+            f"box {x0},{y0},{x1},{y1} lies in the part of the {width_px}x{height_px} input that is cropped away to "
+            f"make the {width}x{height} output; draw it nearer the centre"
+        )
+    return out
+
+
 def load(pipe: TesseraPipeline, media: Media, width: int | None = None, height: int | None = None) -> np.ndarray:
     """A path or uint8 frames (taken as at the model's fps) -> frames at the output size and the model's fps.
 
@@ -175,9 +230,7 @@ def load(pipe: TesseraPipeline, media: Media, width: int | None = None, height: 
         frames, _ = read_media(media, fps=fps)
         name = str(media)
     h0, w0 = frames.shape[1:3]
-    snapped = snap_shape(w0, h0)
-    width, height = width or snapped[0], height or snapped[1]
-    pipe.geometry.check_size(width, height)
+    width, height = output_size(pipe, w0, h0, width, height)
     fitted = fit_to(frames, width, height)
     what = "an image" if len(frames) == 1 else f"{len(frames)} frames at {fps} fps"
     log.info("%s: %dx%d -> %dx%d (resized to cover, centre-cropped), %s", name, w0, h0, width, height, what)
@@ -210,15 +263,9 @@ def interpolate(
     first = load(pipe, a, width, height)
     h, w = first.shape[1:3]
     last = load(pipe, b, w, h)
-    n = _window_frames(pipe, duration_s, "interpolate")
-    m = _context_latents(pipe, context_s, pipe.window_frames(pipe.config.fps))
-    start, c_a = _tail_item(first, m, pipe.geometry.frame_step)
-    end, c_b = _head_item(last, n, m, pipe.geometry.frame_step)
-    if c_a + c_b + pipe.geometry.frame_step > n:
-        raise InputError(
-            f"{duration_s} s leaves no frames between A and B ({c_a} + {c_b} of {n} frames are kept); "
-            "give a longer --duration-s or a shorter context"
-        )
+    n, m = _interpolation(pipe, len(first), len(last), duration_s, context_s)
+    start = _tail_item(first, m, pipe.geometry.frame_step)[0]
+    end = _head_item(last, n, m, pipe.geometry.frame_step)[0]
     return pipe(prompt, duration_s=duration_s, width=w, height=h, conditioning=[start, end], **settings)
 
 
@@ -237,9 +284,9 @@ def restyle(
     *, width: int | None = None, height: int | None = None, **settings,
 ) -> VideoOutput:  # fmt: skip
     """The input re-rendered under `prompt`; strength: how much to change, in (0, 1)."""
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength < 1:
-        raise InputError(f"strength {strength!r} is how much to change and must lie strictly between 0 and 1, e.g. 0.6")
-    frames = _trimmed(pipe, load(pipe, video, width, height), "restyle")
+    _check_strength(strength)
+    frames = load(pipe, video, width, height)
+    frames = frames[: _trimmed(pipe, len(frames), "restyle")]
     h, w = frames.shape[1:3]
     item = ConditioningItem(frames, strength=1.0 - strength)
     return pipe(prompt, duration_s=_seconds(pipe, len(frames)), width=w, height=h, conditioning=[item], **settings)
@@ -250,31 +297,75 @@ def inpaint(
     *, width: int | None = None, height: int | None = None, **settings,
 ) -> VideoOutput:  # fmt: skip
     """The input with the box (x0, y0, x1, y1, pixels of the output) regenerated from `from_s` to `to_s`."""
-    frames = _trimmed(pipe, load(pipe, video, width, height), "inpaint")
+    frames = load(pipe, video, width, height)
+    frames = frames[: _trimmed(pipe, len(frames), "inpaint")]
     t, h, w = frames.shape[:3]
     x0, y0, x1, y1 = _check_box(box, w, h)
+    _check_range(pipe, from_s, to_s, t)
     fps = pipe.config.fps
-    if not (math.isfinite(from_s) and math.isfinite(to_s) and 0 <= from_s < to_s <= t / fps):
-        raise InputError(
-            f"the time range {from_s}–{to_s} s must satisfy 0 <= from < to <= {t / fps:g} s (the clip's length)"
-        )
     keep = np.ones((t, h, w), dtype=bool)
     keep[math.floor(from_s * fps) : math.ceil(to_s * fps), y0:y1, x0:x1] = False
     item = ConditioningItem(frames, keep=keep)
     return pipe(prompt, duration_s=_seconds(pipe, t), width=w, height=h, conditioning=[item], **settings)
 
 
-def _check_box(box, w: int, h: int) -> tuple[int, int, int, int]:
+def check_task(
+    pipe: TesseraPipeline, task: str, inputs: list[tuple[int, int, int]], *, duration_s: float = 2.0,
+    context_s: float | None = None, strength: float = 0.6, box=None, from_s: float | None = None,
+    to_s: float | None = None, width: int | None = None, height: int | None = None,
+) -> tuple[int, int, float]:  # fmt: skip
+    """What the task function `task` would refuse about these inputs, found without reading a pixel (InputError).
+
+    inputs: (frames at the model's fps, height_px, width_px) of each input (`probe_media`; two for
+    interpolate). Arguments as the task function takes them (box in output pixels; context_s None: its
+    default). Returns the output's (width, height, duration_s): what `pipe.check_request` checks next.
+    """
+    if task not in TASKS:
+        raise InputError(f"unknown edit task {task!r}; choose one of {', '.join(TASKS)}")
+    if len(inputs) != (2 if task == "interpolate" else 1):
+        raise InputError(f"{task} takes {2 if task == 'interpolate' else 1} input(s); {len(inputs)} were given")
+    frames, h0, w0 = inputs[0]
+    w, h = output_size(pipe, w0, h0, width, height)
+    if task == "extend":
+        _context_latents(pipe, 1.0 if context_s is None else context_s, pipe.window_frames(pipe.config.fps))
+    if task == "interpolate":
+        _interpolation(pipe, frames, inputs[1][0], duration_s, 0.5 if context_s is None else context_s)
+    if task in ("extend", "interpolate", "animate"):
+        return w, h, duration_s
+    n = _trimmed(pipe, frames, task)
+    if task == "restyle":
+        _check_strength(strength)
+    else:
+        _check_box(box, w, h)
+        _check_range(pipe, from_s, to_s, n)
+    return w, h, _seconds(pipe, n)
+
+
+
+def _check_strength(strength) -> None:
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength < 1:
+        raise InputError(f"strength {strength!r} is how much to change and must lie strictly between 0 and 1, e.g. 0.6")
+
+
+def _check_box(box, w: int, h: int, frame: str = "output") -> tuple[int, int, int, int]:
     try:
         x0, y0, x1, y1 = (int(v) for v in box)
     except (TypeError, ValueError):
-        raise InputError(f"box {box!r} must be four whole numbers x0,y0,x1,y1 in output pixels") from None
+        raise InputError(f"box {box!r} must be four whole numbers x0,y0,x1,y1 in {frame} pixels") from None
     if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
         raise InputError(
-            f"box {x0},{y0},{x1},{y1} must lie inside the {w}x{h} output with x0 < x1 and y0 < y1 "
+            f"box {x0},{y0},{x1},{y1} must lie inside the {w}x{h} {frame} with x0 < x1 and y0 < y1 "
             f"(0 <= x <= {w}, 0 <= y <= {h})"
         )
     return x0, y0, x1, y1
+
+
+def _check_range(pipe: TesseraPipeline, from_s, to_s, frames: int) -> None:
+    """The time range of an inpaint inside a clip of `frames` frames at the model's fps."""
+    t = frames / pipe.config.fps
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (from_s, to_s))
+    if not (ok and math.isfinite(from_s) and math.isfinite(to_s) and 0 <= from_s < to_s <= t):
+        raise InputError(f"the time range {from_s}–{to_s} s must satisfy 0 <= from < to <= {t:g} s (the clip's length)")
 
 
 def _seconds(pipe: TesseraPipeline, frames: int) -> float:
@@ -291,22 +382,36 @@ def _window_frames(pipe: TesseraPipeline, duration_s: float, task: str) -> int:
     return pipe.geometry.frames_for(duration_s, pipe.config.fps)
 
 
-def _trimmed(pipe: TesseraPipeline, frames: np.ndarray, task: str) -> np.ndarray:
-    """The longest valid frame count (1 + k × frame step) of the input; InputError above the model's window."""
+def _interpolation(pipe: TesseraPipeline, frames_a: int, frames_b: int, duration_s, context_s) -> tuple[int, int]:
+    """(frames of the clip, latent frames of context) of an interpolation; InputError when nothing is left between."""
+    step = pipe.geometry.frame_step
+    n = _window_frames(pipe, duration_s, "interpolate")
+    m = _context_latents(pipe, context_s, pipe.window_frames(pipe.config.fps))
+    c_a, c_b = _tail_count(frames_a, m, step), _head_count(frames_b, m, step)
+    if c_a + c_b + step > n:
+        raise InputError(
+            f"{duration_s} s leaves no frames between A and B ({c_a} + {c_b} of {n} frames are kept); "
+            "give a longer --duration-s or a shorter context"
+        )
+    return n, m
+
+
+def _trimmed(pipe: TesseraPipeline, frames: int, task: str) -> int:
+    """The longest valid frame count (1 + k × frame step) of `frames` input frames; InputError above the window."""
     step, fps = pipe.geometry.frame_step, pipe.config.fps
-    n = 1 + step * ((len(frames) - 1) // step)
+    n = 1 + step * ((frames - 1) // step)
     if n < 1 + step:
         raise InputError(
             f"{task} needs a video of at least {1 + step} frames ({step / fps:g} s at {fps} fps); the input has "
-            f"{len(frames)}; to bring an image to life use `tessera edit animate`"
+            f"{frames}; to bring an image to life use `tessera edit animate`"
         )
     window = pipe.window_frames(fps)
     if n > window:
         raise InputError(
             f"{task} edits up to {pipe.config.max_duration_s:g} s ({window} frames at {fps} fps); the input is "
-            f"{len(frames) / fps:.1f} s: trim it"
+            f"{frames / fps:.1f} s: trim it"
         )
-    return frames[:n]
+    return n
 
 
 # ----------------------------------------------------------------------------- chunks: long videos and extend
@@ -336,17 +441,27 @@ def _context_latents(pipe: TesseraPipeline, context_s: float, window: int) -> in
     return min(most, max(1, round(context_s * fps / step)))
 
 
+def _tail_count(frames: int, m: int, step: int) -> int:
+    """How many of a video's last frames begin a chunk: 1 + step × m (fewer for a short video)."""
+    return 1 + step * min(m, (frames - 1) // step)
+
+
+def _head_count(frames: int, m: int, step: int) -> int:
+    """How many of a chunk's last frames a video's first frames fill: step × m (an image: held over `step`)."""
+    return step * min(m, frames // step) or step
+
+
 def _tail_item(video: np.ndarray, m: int, step: int) -> tuple[ConditioningItem, int]:
     """The last 1 + step × m frames (fewer for a short video) at frame 0 of a chunk, and their count."""
-    c = 1 + step * min(m, (len(video) - 1) // step)
+    c = _tail_count(len(video), m, step)
     return ConditioningItem(video[len(video) - c :]), c
 
 
 def _head_item(video: np.ndarray, n: int, m: int, step: int) -> tuple[ConditioningItem, int]:
     """The first step × m frames at the end of an n-frame chunk (an image: held over the last step frames)."""
-    c = step * min(m, len(video) // step)
-    if c == 0:
-        return ConditioningItem(video[:1], start=n - 1), step
+    c = _head_count(len(video), m, step)
+    if len(video) < step:
+        return ConditioningItem(video[:1], start=n - 1), c
     return ConditioningItem(video[:c], start=n - c), c
 
 

@@ -19,8 +19,6 @@ from tessera.config import MAX_GUIDANCE as GUIDANCE_MAX
 from tessera.config import MAX_STEPS as STEPS_MAX
 from tessera.config import MAX_VIDEO_S
 
-TASKS = ("extend", "interpolate", "animate", "restyle", "inpaint")
-
 
 def parse_box(text: str) -> tuple[int, int, int, int]:
     try:
