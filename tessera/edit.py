@@ -293,15 +293,16 @@ def restyle(
 
 
 def inpaint(
-    pipe: TesseraPipeline, video: Media, prompt: str, box: tuple[int, int, int, int], from_s: float, to_s: float,
-    *, width: int | None = None, height: int | None = None, **settings,
+    pipe: TesseraPipeline, video: Media, prompt: str, box: tuple[int, int, int, int], from_s: float,
+    to_s: float | None, *, width: int | None = None, height: int | None = None, **settings,
 ) -> VideoOutput:  # fmt: skip
-    """The input with the box (x0, y0, x1, y1, pixels of the output) regenerated from `from_s` to `to_s`."""
+    """The input with the box (x0, y0, x1, y1, pixels of the output) regenerated from `from_s` to `to_s`
+    (None: the end of the clip)."""
     frames = load(pipe, video, width, height)
     frames = frames[: _trimmed(pipe, len(frames), "inpaint")]
     t, h, w = frames.shape[:3]
     x0, y0, x1, y1 = _check_box(box, w, h)
-    _check_range(pipe, from_s, to_s, t)
+    from_s, to_s = _check_range(pipe, from_s, to_s, t)
     fps = pipe.config.fps
     keep = np.ones((t, h, w), dtype=bool)
     keep[math.floor(from_s * fps) : math.ceil(to_s * fps), y0:y1, x0:x1] = False
@@ -311,8 +312,8 @@ def inpaint(
 
 def check_task(
     pipe: TesseraPipeline, task: str, inputs: list[tuple[int, int, int]], *, duration_s: float = 2.0,
-    context_s: float | None = None, strength: float = 0.6, box=None, from_s: float | None = None,
-    to_s: float | None = None, width: int | None = None, height: int | None = None,
+    context_s: float | None = None, backwards: bool = False, strength: float = 0.6, box=None,
+    from_s: float | None = None, to_s: float | None = None, width: int | None = None, height: int | None = None,
 ) -> tuple[int, int, float]:  # fmt: skip
     """What the task function `task` would refuse about these inputs, found without reading a pixel (InputError).
 
@@ -341,7 +342,6 @@ def check_task(
     return w, h, _seconds(pipe, n)
 
 
-
 def _check_strength(strength) -> None:
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength < 1:
         raise InputError(f"strength {strength!r} is how much to change and must lie strictly between 0 and 1, e.g. 0.6")
@@ -349,7 +349,7 @@ def _check_strength(strength) -> None:
 
 def _check_box(box, w: int, h: int, frame: str = "output") -> tuple[int, int, int, int]:
     try:
-        x0, y0, x1, y1 = (int(v) for v in box)
+        x0, y0, x1, y1 = (int(v) for v in (box.split(",") if isinstance(box, str) else box))
     except (TypeError, ValueError):
         raise InputError(f"box {box!r} must be four whole numbers x0,y0,x1,y1 in {frame} pixels") from None
     if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
@@ -360,12 +360,14 @@ def _check_box(box, w: int, h: int, frame: str = "output") -> tuple[int, int, in
     return x0, y0, x1, y1
 
 
-def _check_range(pipe: TesseraPipeline, from_s, to_s, frames: int) -> None:
-    """The time range of an inpaint inside a clip of `frames` frames at the model's fps."""
+def _check_range(pipe: TesseraPipeline, from_s, to_s, frames: int) -> tuple[float, float]:
+    """The time range of an inpaint inside a clip of `frames` frames at the model's fps (to_s None: its end)."""
     t = frames / pipe.config.fps
+    to_s = t if to_s is None else to_s
     ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (from_s, to_s))
     if not (ok and math.isfinite(from_s) and math.isfinite(to_s) and 0 <= from_s < to_s <= t):
         raise InputError(f"the time range {from_s}–{to_s} s must satisfy 0 <= from < to <= {t:g} s (the clip's length)")
+    return from_s, to_s
 
 
 def _seconds(pipe: TesseraPipeline, frames: int) -> float:

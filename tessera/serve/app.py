@@ -141,12 +141,24 @@ class Validator:
         self._lock = threading.Lock()
 
     def check(self, params: dict) -> dict:
-        from tessera.serve.worker import check_request, load_pipeline
+        """`worker.check_request` of a text-to-video job."""
+        from tessera.serve.worker import check_request
+
+        return self._run(check_request, params)
+
+    def check_edit(self, params: dict, files: list[Path]) -> dict:
+        """`worker.check_edit` of an edit job on its checked uploads."""
+        from tessera.serve.worker import check_edit
+
+        return self._run(check_edit, params, files)
+
+    def _run(self, check, *args) -> dict:
+        from tessera.serve.worker import load_pipeline
 
         with self._lock:
             if self._pipe is None:
                 self._pipe = load_pipeline(self.cfg.checkpoint, "cpu")
-            return check_request(self._pipe, params)
+            return check(self._pipe, *args)
 
     def has_student(self) -> bool:
         """Whether the workers load a few-step student: the configured one, or the bundled one with the bundled model."""
@@ -333,6 +345,8 @@ async def _event_stream(store: JobStore, job_id: str, poll_s: float = 0.1):
 
 
 def _upload_routes(app: FastAPI, cfg: ServeConfig, validator: Validator, SubmitKey) -> None:
+    store: JobStore = app.state.store
+
     def checked(file: UploadFile):
         return save_checked(
             file.file,
@@ -347,32 +361,78 @@ def _upload_routes(app: FastAPI, cfg: ServeConfig, validator: Validator, SubmitK
         "/v1/edits",
         status_code=202,
         response_model=Job,
-        responses={413: {"model": Problem}, 415: {"model": Problem}, 422: {"model": Problem}, 501: {"model": Problem}},
+        responses={400: {"model": Problem}, 413: {"model": Problem}, 415: {"model": Problem}, 422: {"model": Problem}},
     )
     def create_edit(
         key: SubmitKey,
         file: Annotated[UploadFile, File(description="the video (MP4, WebM) or image (PNG, JPEG) to edit")],
         task: Annotated[Literal[EDIT_TASKS], Form()],
-        prompt: Annotated[str, Form(max_length=2000)] = "",
-        strength: Annotated[float, Form(ge=0, le=1, allow_inf_nan=False)] = 0.6,
-        box: Annotated[
-            str | None, Form(max_length=64, description="inpaint: x0,y0,x1,y1 in pixels of the upload")
+        prompt: Annotated[str, Form(min_length=1, max_length=2000, description="what the result shows")],
+        file_b: Annotated[
+            UploadFile | None, File(description="interpolate only: the video or image the clip ends at")
         ] = None,
-        start_s: Annotated[float, Form(ge=0, le=3600, allow_inf_nan=False)] = 0.0,
-        end_s: Annotated[float | None, Form(ge=0, le=3600, allow_inf_nan=False)] = None,
+        negative_prompt: Annotated[str | None, Form(max_length=2000)] = None,
+        strength: Annotated[
+            float | None, Form(ge=0, le=1, allow_inf_nan=False, description="restyle only: how much to change (0.6)")
+        ] = None,
+        box: Annotated[
+            str | None, Form(max_length=64, description="inpaint only: x0,y0,x1,y1 in pixels of the upload")
+        ] = None,
+        start_s: Annotated[
+            float | None, Form(ge=0, le=3600, allow_inf_nan=False, description="inpaint only: from (0)")
+        ] = None,
+        end_s: Annotated[
+            float | None, Form(ge=0, le=3600, allow_inf_nan=False, description="inpaint only: to (the clip's end)")
+        ] = None,
+        duration_s: Annotated[
+            float | None,
+            Form(
+                gt=0,
+                le=MAX_VIDEO_S,
+                allow_inf_nan=False,
+                description="extend: new seconds; interpolate, image_to_video: the clip's (2)",
+            ),
+        ] = None,
+        context_s: Annotated[
+            float | None,
+            Form(gt=0, le=60, allow_inf_nan=False, description="extend only: input seconds each chunk sees (1)"),
+        ] = None,
+        backwards: Annotated[bool | None, Form(description="extend only: make what comes before the upload")] = None,
+        width: Annotated[
+            int | None, Form(ge=1, le=8192, description="default: the upload's aspect, a trained shape")
+        ] = None,
+        height: Annotated[int | None, Form(ge=1, le=8192)] = None,
+        seed: Annotated[int, Form(ge=0, le=2**63 - 1)] = 0,
+        steps: Annotated[int, Form(ge=1, le=200)] = 25,
+        guidance: Annotated[float, Form(ge=0, le=50, allow_inf_nan=False)] = 4.0,
+        scheduler: Annotated[str, Form(max_length=32)] = "euler",
+        enhance: Annotated[bool, Form(description="rewrite the prompt into the model's caption style first")] = True,
     ) -> Job:
-        """Edit an upload (extend, interpolate, image_to_video, restyle, inpaint). The upload and the
-        parameters are checked first (413/415/422); tasks the model cannot do yet answer 501."""
-        if prompt.strip():
-            validator.check({"prompt": prompt})  # the prompt filter, before anything is stored
-        upload = checked(file)
+        """Queue an edit of an upload, as `tessera edit` does: extend, interpolate (with `file_b`),
+        image_to_video (an image), restyle (`strength`), inpaint (`box` in pixels of the upload, `start_s`,
+        `end_s`). Everything is checked before the job is stored: 400 refused by the prompt filter (with
+        its category); 413/415/422 an unusable upload; 422 a value outside what the task accepts. The
+        uploads are kept with the job until its result passes the retention limit."""
+        params = dict(
+            task=task, prompt=prompt, negative_prompt=negative_prompt, strength=strength, box=box, start_s=start_s,
+            end_s=end_s, duration_s=duration_s, context_s=context_s, backwards=backwards, width=width, height=height,
+            seed=seed, steps=steps, guidance=guidance, scheduler=scheduler, enhance=enhance,
+        )  # fmt: skip
+        _check_edit_fields(params, file_b is not None)
+        validator.check({k: v for k, v in params.items() if k in SAMPLING_FIELDS})  # the prompt filter, first
+        uploads = []
         try:
-            _check_edit(task, box, start_s, end_s, upload)
-        finally:
-            upload.path.unlink(missing_ok=True)  # nothing runs edits yet, so nothing is kept
-        raise HTTPException(
-            501, f"edit task {task!r} is not available in this model yet; only text-to-video (POST /v1/videos) is"
-        )
+            for f in (file, file_b) if file_b is not None else (file,):
+                uploads.append(checked(f))
+            params["resolved"] = validator.check_edit(params, [u.path for u in uploads])
+            row = store.create_job(key["id"], "edit", params, cfg.max_queue, uploads=[u.path.name for u in uploads])
+        except BaseException as e:
+            for u in uploads:  # a refused edit keeps nothing
+                u.path.unlink(missing_ok=True)
+            if isinstance(e, QueueFull):
+                raise HTTPException(429, f"the queue is full ({e}); retry later", {"Retry-After": "10"}) from e
+            raise
+        return job_view(store, row)
 
     @app.post("/v1/verify", responses={413: {"model": Problem}, 415: {"model": Problem}, 422: {"model": Problem}})
     def verify(
@@ -410,22 +470,29 @@ def _verify_report(path: Path, frames) -> dict:
     return verify_file(path, frames, key, Ledger(None, key=key)).to_json()
 
 
-def _check_edit(task: str, box: str | None, start_s: float, end_s: float | None, upload) -> None:
-    if end_s is not None and end_s <= start_s:
-        raise InputError(f"end_s {end_s} must be after start_s {start_s}")
-    if task == "image_to_video" and upload.frames != 1:
-        raise InputError(f"image_to_video needs an image (1 frame); the upload has {upload.frames} frames")
-    if task == "inpaint":
-        if not box:
-            raise InputError("inpaint needs box=x0,y0,x1,y1 (pixels of the upload) around the region to change")
-        try:
-            x0, y0, x1, y1 = (int(v) for v in box.split(","))
-        except ValueError as e:
-            raise InputError(f"box {box!r} is not four integers x0,y0,x1,y1") from e
-        if not (0 <= x0 < x1 <= upload.width and 0 <= y0 < y1 <= upload.height):
-            raise InputError(
-                f"box {box} is not inside the {upload.width}×{upload.height} upload with x0 < x1 and y0 < y1"
-            )
+SAMPLING_FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "scheduler", "enhance")
+EDIT_FIELDS = {  # the fields only some tasks take, and which
+    "strength": ("restyle",),
+    "box": ("inpaint",),
+    "start_s": ("inpaint",),
+    "end_s": ("inpaint",),
+    "duration_s": ("extend", "interpolate", "image_to_video"),
+    "context_s": ("extend",),
+    "backwards": ("extend",),
+}
+
+
+def _check_edit_fields(params: dict, has_file_b: bool) -> None:
+    """Which fields the task takes (the values themselves are tessera.edit's to judge)."""
+    task = params["task"]
+    if (task == "interpolate") != has_file_b:
+        what = "needs file_b, the video or image the clip ends at" if task == "interpolate" else "takes one file"
+        raise InputError(f"{task} {what}; " + ("add file_b" if task == "interpolate" else "leave out file_b"))
+    for field, tasks in EDIT_FIELDS.items():
+        if params.get(field) is not None and task not in tasks:
+            raise InputError(f"{field} is for {' and '.join(tasks)}, not {task}; leave it out")
+    if task == "inpaint" and not params.get("box"):
+        raise InputError("inpaint needs box=x0,y0,x1,y1 (pixels of the upload) around the region to change")
 
 
 def _service_routes(app: FastAPI, store: JobStore, http_counts: Counter) -> None:

@@ -34,11 +34,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT, created REAL NOT NULL, started REAL, finished REAL,
     attempts INTEGER NOT NULL DEFAULT 0, lease_owner TEXT, lease_until REAL,
     cancel INTEGER NOT NULL DEFAULT 0, video TEXT, generation_id TEXT,
-    completions INTEGER NOT NULL DEFAULT 0, expired INTEGER NOT NULL DEFAULT 0
+    completions INTEGER NOT NULL DEFAULT 0, expired INTEGER NOT NULL DEFAULT 0, uploads TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created);
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key_id, created);
 """
+# Columns added since the first release, with their types: a database made before them gains them when opened.
+ADDED_COLUMNS = {"jobs": {"uploads": "TEXT"}}  # uploads: JSON list of an edit job's input file names
 
 
 class QueueFull(Exception):
@@ -57,6 +59,17 @@ class JobStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._conn().executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns a database made by an earlier release lacks (in one write transaction, so
+        several processes opening it at once add each column once)."""
+        with self._tx() as c:
+            for table, columns in ADDED_COLUMNS.items():
+                have = {r["name"] for r in c.execute(f"PRAGMA table_info({table})").fetchall()}
+                for name, kind in columns.items():
+                    if name not in have:
+                        c.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -100,16 +113,21 @@ class JobStore:
         return cur.rowcount == 1
 
     # -- submitting and reading jobs -------------------------------------------------------------
-    def create_job(self, key_id: str, kind: str, params: dict, max_queue: int) -> dict:
-        """Queue a job; raises QueueFull when `max_queue` jobs are waiting already."""
+    def create_job(
+        self, key_id: str, kind: str, params: dict, max_queue: int, uploads: list[str] | None = None
+    ) -> dict:
+        """Queue a job; raises QueueFull when `max_queue` jobs are waiting already.
+
+        uploads: names of the files (in the server's uploads folder) the job reads; kept until `expire_uploads`.
+        """
         job_id = uuid.uuid4().hex
         with self._tx() as c:
             waiting = c.execute("SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued'").fetchone()["n"]
             if waiting >= max_queue:
                 raise QueueFull(f"{waiting} jobs are queued (limit {max_queue})")
             c.execute(
-                "INSERT INTO jobs (id, key_id, kind, params, state, created) VALUES (?, ?, ?, ?, 'queued', ?)",
-                (job_id, key_id, kind, json.dumps(params), time.time()),
+                "INSERT INTO jobs (id, key_id, kind, params, state, created, uploads) VALUES (?, ?, ?, ?, 'queued', ?, ?)",
+                (job_id, key_id, kind, json.dumps(params), time.time(), json.dumps(uploads) if uploads else None),
             )
         return self.get_job(job_id)
 
@@ -217,6 +235,22 @@ class JobStore:
             ).fetchall()
             c.executemany("UPDATE jobs SET expired = 1 WHERE id = ?", [(r["id"],) for r in rows])
         return [r["video"] for r in rows if r["video"]]
+
+    def expire_uploads(self, before: float) -> list[str]:
+        """Forget the uploads of jobs that ended (done, failed or cancelled) before `before`; returns their
+        file names to delete. A job that may still run keeps its uploads."""
+        with self._tx() as c:
+            rows = c.execute(
+                "SELECT id, uploads FROM jobs WHERE uploads IS NOT NULL AND state IN (?, ?, ?) AND finished < ?",
+                (*TERMINAL, before),
+            ).fetchall()
+            c.executemany("UPDATE jobs SET uploads = NULL WHERE id = ?", [(r["id"],) for r in rows])
+        return [name for r in rows for name in json.loads(r["uploads"])]
+
+    def upload_names(self) -> set[str]:
+        """Every upload a job still holds (the uploads folder's other files belong to no job)."""
+        rows = self._all("SELECT uploads FROM jobs WHERE uploads IS NOT NULL")
+        return {name for r in rows for name in json.loads(r["uploads"])}
 
     # -- metrics ---------------------------------------------------------------------------------
     def state_counts(self) -> dict[str, int]:

@@ -2,7 +2,8 @@
 
 Every `tick_s`: a worker that exited is started again and its running job queued again at
 once (no wait for the lease); running jobs with an expired lease are queued again; results
-older than the retention limit are deleted and marked expired.
+older than the retention limit are deleted and marked expired, and so are the uploads of edit
+jobs that ended (done, failed or cancelled) before it.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class Supervisor:
             part.unlink(missing_ok=True)
         for part in Path(self.cfg.uploads_dir).glob(".*.part"):
             part.unlink(missing_ok=True)
+        held = self.store.upload_names()
+        for upload in Path(self.cfg.uploads_dir).glob("*"):  # kept by a request that stopped before its job was stored
+            if upload.is_file() and upload.name not in held:
+                upload.unlink(missing_ok=True)
         for slot in range(self.cfg.workers):
             self._spawn(slot)
         self._thread.start()
@@ -96,9 +101,12 @@ class Supervisor:
                 self.store.requeue_expired(owners_gone=self.owners[slot])
                 self._spawn(slot)
         self.store.requeue_expired()
-        for name in self.store.expire_results(time.time() - self.cfg.retention_s):
+        before = time.time() - self.cfg.retention_s
+        for name in self.store.expire_results(before):
             path = Path(self.cfg.videos_dir) / Path(name).name
             path.unlink(missing_ok=True)
+        for name in self.store.expire_uploads(before):
+            (Path(self.cfg.uploads_dir) / Path(name).name).unlink(missing_ok=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.tick_s):

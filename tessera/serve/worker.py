@@ -1,8 +1,9 @@
 """Worker processes: each loads the pipeline once, keeps it warm, and runs queued jobs one at a time.
 
-The pipeline is reached through three functions only, so a change of its API touches one place:
-`load_pipeline`, `check_request` (validation and prompt filter, no compute; the HTTP process
-calls it before accepting a job) and `run_generation` (one job -> one marked, recorded MP4).
+The pipeline is reached through five functions only, so a change of its API touches one place:
+`load_pipeline`, `check_request` and `check_edit` (validation and prompt filter, no compute; the
+HTTP process calls them before accepting a job), `run_generation` and `run_edit` (one job -> one
+marked, recorded MP4).
 
 Run by `tessera serve`; by hand: `python -m tessera.serve.worker --data DIR --owner NAME`.
 """
@@ -26,6 +27,13 @@ from tessera.serve.db import JobStore
 log = logging.getLogger(__name__)
 
 MAX_STEPS = 200  # a server accepts fewer steps than the library (1000): one job must not hold a worker for hours
+EDIT_TASKS = {  # the API's task names -> tessera.edit's
+    "extend": "extend",
+    "interpolate": "interpolate",
+    "image_to_video": "animate",
+    "restyle": "restyle",
+    "inpaint": "inpaint",
+}
 
 
 class JobCancelled(Exception):
@@ -109,15 +117,85 @@ def run_generation(pipe, params: dict, out_path: Path, on_progress) -> dict:
     return {"generation_id": out.generation_id, "path": str(out.path)}
 
 
+def check_edit(pipe, params: dict, files: list[Path]) -> dict:
+    """Validate one edit of uploaded `files` without compute (tessera.edit decides what is valid): returns the
+    resolved output (width, height, frames, fps; for inpaint the box in output pixels and the time range).
+
+    The API's own rule on top: image_to_video takes an image, extend a video (an image is image_to_video).
+    Raises InputError for a bad value, UnsafePromptError (with its category) for a refused prompt.
+    """
+    from tessera import edit
+
+    task = params["task"]
+    shapes = [edit.probe_media(f, pipe.config.fps) for f in files]  # (frames at the model's fps, height, width)
+    frames, h0, w0 = shapes[0]
+    if task == "image_to_video" and frames != 1:
+        raise InputError(f"image_to_video needs an image (1 frame); the upload has {frames} frames: send a PNG or JPEG")
+    if task == "extend" and frames == 1:
+        raise InputError("extend continues a video; the upload is an image (1 frame): use task=image_to_video")
+    w, h = edit.output_size(pipe, w0, h0, params.get("width"), params.get("height"))
+    out = {}
+    if task == "inpaint":
+        box = edit.box_to_output(params.get("box") or "", w0, h0, w, h)
+        out = {"box": list(box), "from_s": params.get("start_s") or 0.0, "to_s": params.get("end_s")}  # None: the end
+    w, h, duration_s = edit.check_task(pipe, EDIT_TASKS[task], shapes, **_edit_kwargs(params), **out, width=w, height=h)
+    resolved = check_request(pipe, {**params, "width": w, "height": h, "duration_s": duration_s, "fps": None})
+    if task == "extend":  # the input, then the new frames
+        resolved["frames"] += frames - 1
+    return {**resolved, **out}
+
+
+def _edit_kwargs(params: dict) -> dict:
+    """The task's own arguments (tessera.edit's names) of an edit job; unset ones take the task's defaults."""
+    task = params["task"]
+    kwargs = {}
+    if task in ("extend", "interpolate", "image_to_video"):
+        kwargs["duration_s"] = params.get("duration_s") or 2.0
+    if task == "extend":
+        kwargs |= {"backwards": bool(params.get("backwards"))}
+    if task == "extend" and params.get("context_s") is not None:
+        kwargs |= {"context_s": params["context_s"]}
+    if task == "restyle":
+        kwargs |= {"strength": 0.6 if params.get("strength") is None else params["strength"]}
+    return kwargs
+
+
+def run_edit(pipe, params: dict, files: list[Path], out_path: Path, on_progress) -> dict:
+    """One edit job: the pipeline's method for the task on the uploaded files, marked, written and recorded
+    as `run_generation` does. Returns {"generation_id", "path"}."""
+    r, task = params["resolved"], params["task"]
+    kwargs = _edit_kwargs(params)
+    settings = dict(
+        _call_kwargs({**params, "width": r["width"], "height": r["height"]}),
+        scheduler=params.get("scheduler") or None, output_type="mp4", output_path=out_path, callback=on_progress,
+    )  # fmt: skip
+    for unused in ("duration_s", "fps"):  # the task decides these
+        settings.pop(unused)
+    prompt = params["prompt"]
+    if task == "interpolate":
+        out = pipe.interpolate(files[0], files[1], prompt, **kwargs, **settings)
+    elif task == "inpaint":
+        out = pipe.inpaint(files[0], prompt, box=tuple(r["box"]), from_s=r["from_s"], to_s=r["to_s"], **settings)
+    else:
+        method = {"extend": pipe.extend, "image_to_video": pipe.animate, "restyle": pipe.restyle}[task]
+        out = method(files[0], prompt, **kwargs, **settings)
+    return {"generation_id": out.generation_id, "path": str(out.path)}
+
+
 # -- the worker loop ---------------------------------------------------------------------------------
 
 
 class Worker:
     """Claims jobs from the store, runs them, reports progress and renews its lease."""
 
-    def __init__(self, store: JobStore, pipe, videos_dir: Path, owner: str, lease_s: float = 20.0, student=None):
+    def __init__(
+        self, store: JobStore, pipe, videos_dir: Path, owner: str, lease_s: float = 20.0, student=None,
+        uploads_dir: Path | None = None,
+    ):  # fmt: skip
+        """uploads_dir: where edit jobs' inputs are (default: `uploads` beside `videos_dir`, as ServeConfig lays out)."""
         self.store, self.pipe, self.videos_dir = store, pipe, Path(videos_dir)
         self.owner, self.lease_s, self.student = owner, lease_s, student
+        self.uploads_dir = Path(uploads_dir) if uploads_dir is not None else self.videos_dir.parent / "uploads"
 
     def run_one(self) -> dict | None:
         """Claim and run the oldest queued job; returns it (with its end state) or None when idle."""
@@ -146,7 +224,11 @@ class Worker:
             if params.get("fast") and self.student is None:
                 raise InputError("this worker has no few-step student; send fast=false")
             pipe = self.student if params.get("fast") else self.pipe
-            result = run_generation(pipe, params, out, on_progress)
+            if job["kind"] == "edit":  # the uploads stay until the job's record expires, so a re-run finds them
+                files = [self.uploads_dir / Path(name).name for name in json.loads(job["uploads"] or "[]")]
+                result = run_edit(pipe, params, files, out, on_progress)
+            else:
+                result = run_generation(pipe, params, out, on_progress)
         except JobCancelled:
             self.store.end(job_id, self.owner, "cancelled")
             return {**job, "state": "cancelled"}
@@ -227,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     if student is not None:
         warm_up(student)
     log.info("ready%s", " (with the few-step student)" if student is not None else "")
-    worker = Worker(JobStore(data / "jobs.sqlite3"), pipe, data / "videos", args.owner, args.lease_s, student)
+    worker = Worker(
+        JobStore(data / "jobs.sqlite3"), pipe, data / "videos", args.owner, args.lease_s, student, data / "uploads"
+    )
     worker.serve_forever(args.poll_s, args.parent_pid)
     return 0
 
