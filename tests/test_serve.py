@@ -505,6 +505,8 @@ def test_page_and_schema_are_served(server):
         'id="player"',
         'id="gallery"',
         'id="box-canvas"',
+        'id="edit-file-b"',
+        'id="edit-start"',
         'id="verify-file"',
     ):
         assert element in page.text

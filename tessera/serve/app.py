@@ -1,7 +1,8 @@
 """The HTTP API and the web page of `tessera serve` (FastAPI; schema at /openapi.json, docs at /docs).
 
-The HTTP process never generates: it validates a request (`worker.check_request`, no compute),
-stores the job in SQLite and answers at once; worker processes do the work. Every /v1 route
+The HTTP process never generates: it validates a request (`worker.check_request`, or for an edit
+`worker.check_edit` on the stored upload; no compute), stores the job in SQLite and answers at
+once; worker processes do the work. Every /v1 route
 needs an API key (`Authorization: Bearer tsk_...` or `X-API-Key`), and a key sees only its
 own jobs and files (someone else's job answers 404, as an unknown one does).
 """
@@ -200,7 +201,7 @@ def create_app(cfg: ServeConfig, supervise: bool = True, pipe=None) -> FastAPI:
     app = FastAPI(
         title="Tessera",
         version="1",
-        summary="Text-to-video jobs: submit, follow, download, verify.",
+        summary="Text-to-video and edit jobs: submit, follow, download, verify.",
         lifespan=lifespan,
         responses={401: {"model": Problem}, 429: {"model": Problem}},
     )

@@ -115,7 +115,7 @@ async function loadGallery() {
   } catch (err) { showError(err.message); }
 }
 
-// -- edit (with a box drawn on the first frame for inpaint) ----------------------------------------
+// -- edit (with a box drawn on the first frame for inpaint); the job shows below, as a generation does --
 const box = { start: null, rect: null, scale: 1, image: null };
 function setupEdit() {
   const canvas = $("box-canvas"), ctx = canvas.getContext("2d");
@@ -148,16 +148,31 @@ function setupEdit() {
     box.start = null;
     if (box.rect) $("box-out").textContent = boxPixels().join(",");
   };
+  const showFields = () => {  // each task's own fields only
+    for (const el of document.querySelectorAll("#edit-form [data-tasks]")) {
+      el.hidden = !el.dataset.tasks.split(" ").includes($("edit-task").value);
+    }
+  };
+  $("edit-task").onchange = showFields; showFields();
   $("edit-form").onsubmit = async (e) => {
     e.preventDefault(); showError("");
-    const form = new FormData();
+    const task = $("edit-task").value, form = new FormData();
+    form.append("task", task);
     form.append("file", $("edit-file").files[0]);
-    form.append("task", $("edit-task").value);
+    if (task === "interpolate" && $("edit-file-b").files[0]) form.append("file_b", $("edit-file-b").files[0]);
     form.append("prompt", $("edit-prompt").value);
-    form.append("strength", $("edit-strength").value);
-    if (box.rect) form.append("box", boxPixels().join(","));
-    try { $("edit-result").textContent = JSON.stringify(await api("/v1/edits", { method: "POST", body: form }), null, 2); }
-    catch (err) { $("edit-result").textContent = err.message; }
+    if (["extend", "interpolate", "image_to_video"].includes(task)) form.append("duration_s", $("edit-duration").value);
+    if (task === "restyle") form.append("strength", $("edit-strength").value);
+    if (task === "inpaint") {
+      if (box.rect) form.append("box", boxPixels().join(","));
+      form.append("start_s", $("edit-start").value || "0");
+      if ($("edit-end").value) form.append("end_s", $("edit-end").value);
+    }
+    try {
+      const job = await api("/v1/edits", { method: "POST", body: form });
+      $("edit-result").textContent = `queued: ${job.params.resolved.width}x${job.params.resolved.height}, ${job.params.resolved.frames} frames`;
+      follow(job);
+    } catch (err) { $("edit-result").textContent = err.message; }
   };
 }
 function boxPixels() {
