@@ -8,7 +8,9 @@
     out = inpaint(pipe, "in.mp4", "a green triangle", box=(64, 64, 192, 192), from_s=0.5, to_s=1.5)
 
 Inputs are resized to cover the output size and centre-cropped (`fit_to`), at the model's
-frame rate. None of these functions denoises: they place frames (`ConditioningItem`) and call
+frame rate. `check_task` says what a task would refuse from the inputs' shapes alone
+(`probe_media`), with the same checks the task functions make, so a server refuses a request
+before it queues it exactly as the task would. None of these functions denoises: they place frames (`ConditioningItem`) and call
 `pipe(...)`, so every result passes the prompt filter and is marked and recorded like any
 video. A video longer than the model's window (`config.max_duration_s`) and every `extend`
 are made in chunks by `generate_in_chunks`: each chunk is conditioned on the last (or, going
