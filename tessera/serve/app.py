@@ -2,9 +2,9 @@
 
 The HTTP process never generates: it validates a request (`worker.check_request`, or for an edit
 `worker.check_edit` on the stored upload; no compute), stores the job in SQLite and answers at
-once; worker processes do the work. Every /v1 route
-needs an API key (`Authorization: Bearer tsk_...` or `X-API-Key`), and a key sees only its
-own jobs and files (someone else's job answers 404, as an unknown one does).
+once; worker processes do the work. Every /v1 route needs an API key (`Authorization: Bearer
+tsk_...` or `X-API-Key`), and a key sees only its own jobs and files (someone else's job
+answers 404, as an unknown one does).
 """
 
 import asyncio
@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tessera.config import MAX_VIDEO_S
 from tessera.errors import InputError, UnsafePromptError
-from tessera.serve import keys
+from tessera.serve import keys, worker
 from tessera.serve.db import TERMINAL, JobStore, QueueFull
 from tessera.serve.limits import BodyLimit, RateLimiter, RequestCounter
 from tessera.serve.settings import ServeConfig
@@ -37,7 +37,7 @@ from tessera.serve.uploads import UploadRejected, read_frames, save_checked
 log = logging.getLogger(__name__)
 
 JOB_ID = r"^[0-9a-f]{32}$"
-EDIT_TASKS = ("extend", "interpolate", "image_to_video", "restyle", "inpaint")
+EDIT_TASKS = tuple(worker.EDIT_TASKS)  # extend, interpolate, image_to_video, restyle, inpaint
 BEARER = HTTPBearer(auto_error=False, description="Authorization: Bearer tsk_... (tessera keys add NAME)")
 X_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="the same key in its own header")
 VERIFY_FRAMES = 64  # verification reads at most this many frames of an upload
@@ -143,22 +143,16 @@ class Validator:
 
     def check(self, params: dict) -> dict:
         """`worker.check_request` of a text-to-video job."""
-        from tessera.serve.worker import check_request
-
-        return self._run(check_request, params)
+        return self._run(worker.check_request, params)
 
     def check_edit(self, params: dict, files: list[Path]) -> dict:
         """`worker.check_edit` of an edit job on its checked uploads."""
-        from tessera.serve.worker import check_edit
-
-        return self._run(check_edit, params, files)
+        return self._run(worker.check_edit, params, files)
 
     def _run(self, check, *args) -> dict:
-        from tessera.serve.worker import load_pipeline
-
         with self._lock:
             if self._pipe is None:
-                self._pipe = load_pipeline(self.cfg.checkpoint, "cpu")
+                self._pipe = worker.load_pipeline(self.cfg.checkpoint, "cpu")
             return check(self._pipe, *args)
 
     def has_student(self) -> bool:

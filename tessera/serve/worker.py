@@ -146,18 +146,14 @@ def check_edit(pipe, params: dict, files: list[Path]) -> dict:
 
 
 def _edit_kwargs(params: dict) -> dict:
-    """The task's own arguments (tessera.edit's names) of an edit job; unset ones take the task's defaults."""
-    task = params["task"]
-    kwargs = {}
-    if task in ("extend", "interpolate", "image_to_video"):
-        kwargs["duration_s"] = params.get("duration_s") or 2.0
-    if task == "extend":
-        kwargs |= {"backwards": bool(params.get("backwards"))}
-    if task == "extend" and params.get("context_s") is not None:
-        kwargs |= {"context_s": params["context_s"]}
-    if task == "restyle":
-        kwargs |= {"strength": 0.6 if params.get("strength") is None else params["strength"]}
-    return kwargs
+    """The task's own arguments of an edit job, in tessera.edit's names; those not sent take the task's defaults."""
+    own = {
+        "extend": ("duration_s", "context_s", "backwards"),
+        "interpolate": ("duration_s",),
+        "image_to_video": ("duration_s",),
+        "restyle": ("strength",),
+    }.get(params["task"], ())
+    return {name: params[name] for name in own if params.get(name) is not None}
 
 
 def run_edit(pipe, params: dict, files: list[Path], out_path: Path, on_progress) -> dict:
