@@ -182,3 +182,74 @@ def test_short_load_run_has_no_5xx_and_loses_no_job(tmp_path, tiny_checkpoint, e
     assert load["server_errors_5xx"] == 0 and load["lost_jobs"] == 0
     assert load["accepted_job_states"] == {"done": load["accepted_jobs"]}
     assert load["status_codes"]["200"] > 100
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_worker_mid_edit_runs_the_edit_again_on_its_upload(tmp_path, tiny_checkpoint, env):
+    from serve_helpers import mp4_bytes
+
+    data, port = tmp_path / "data", free_port()
+    store = JobStore(data / "jobs.sqlite3")
+    key = bearer(create_key(store, "alice")[1])
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(data, tiny_checkpoint, port, workers=1, env=env, log=tmp_path / "serve.log")
+    try:
+        clip = ("clip.mp4", mp4_bytes(tmp_path, frames=9, side=128), "video/mp4")
+        form = {"task": "restyle", "prompt": "a red circle", "steps": "150", "width": "128", "height": "128"}
+        r = httpx.post(f"{url}/v1/edits", files={"file": clip}, data=form, headers=key, timeout=60)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        wait_for(lambda: store.get_job(job_id)["step"] >= 1, 120, "the edit to start denoising")
+        (worker,) = [p for p in children(server.pid) if alive(p)]
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: store.get_job(job_id)["state"] == "done", 300, "the edit to finish after the restart")
+        row = store.get_job(job_id)
+        assert (row["attempts"], row["completions"]) == (2, 1)
+        assert [p.name for p in (data / "uploads").iterdir()] == json.loads(row["uploads"])  # still held
+        video = httpx.get(f"{url}/v1/jobs/{job_id}/video", headers=key)
+        assert video.status_code == 200
+        (tmp_path / "got.mp4").write_bytes(video.content)
+        assert read_video(tmp_path / "got.mp4")[0].shape == (9, 128, 128, 3)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install -y chromium)")
+def test_page_in_a_headless_browser_edits_and_plays(tmp_path, tiny_checkpoint, env):
+    """Upload a clip on the Edit tab, restyle it, and play the result in the shared player."""
+    from serve_helpers import mp4_bytes
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    data, port = tmp_path / "data", free_port()
+    secret = create_key(JobStore(data / "jobs.sqlite3"), "browser")[1]
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(mp4_bytes(tmp_path, frames=9, side=128))
+    server = start_server(data, tiny_checkpoint, port, workers=1, env=env, log=tmp_path / "serve.log")
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.fill("#key", secret)
+            page.dispatch_event("#key", "change")
+            page.click("button[data-tab=edit]")
+            page.select_option("#edit-task", "restyle")
+            assert page.is_visible("#edit-strength") and not page.is_visible("#edit-file-b")
+            page.set_input_files("#edit-file", str(clip))
+            page.fill("#edit-prompt", "a blue square on a navy background")
+            page.click("#edit-form button[type=submit]")
+            page.wait_for_function("document.getElementById('job').dataset.state === 'done'", timeout=300_000)
+            page.wait_for_function("document.getElementById('player').readyState >= 2", timeout=60_000)
+            video = page.evaluate(
+                "(() => { const v = document.getElementById('player');"
+                " return {w: v.videoWidth, h: v.videoHeight, error: v.error}; })()"
+            )
+            result = page.text_content("#edit-result")
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert video["error"] is None and (video["w"], video["h"]) == (256, 256), (video, result)
+    assert "256x256, 9 frames" in result
