@@ -406,8 +406,9 @@ def _upload_routes(app: FastAPI, cfg: ServeConfig, validator: Validator, SubmitK
         """Queue an edit of an upload, as `tessera edit` does: extend, interpolate (with `file_b`),
         image_to_video (an image), restyle (`strength`), inpaint (`box` in pixels of the upload, `start_s`,
         `end_s`). Everything is checked before the job is stored: 400 refused by the prompt filter (with
-        its category); 413/415/422 an unusable upload; 422 a value outside what the task accepts. The
-        uploads are kept with the job until its result passes the retention limit."""
+        its category); 413/415/422 an unusable upload (file and file_b share the upload size limit); 422 a
+        value outside what the task accepts. The uploads are kept with the job until its result passes the
+        retention limit."""
         params = dict(
             task=task, prompt=prompt, negative_prompt=negative_prompt, strength=strength, box=box, start_s=start_s,
             end_s=end_s, duration_s=duration_s, context_s=context_s, backwards=backwards, width=width, height=height,
