@@ -3,8 +3,8 @@
 Two layers read the normalised prompt (`normalize.clean`: homoglyphs, leetspeak, spacing, repeated
 letters undone):
 
-1. the lexicon (`lexicon.py`): high-precision terms in nine languages, a list of public figures, and a
-   few rules (a child named together with sexual or violent terms; how-to wording about a weapon);
+1. the lexicon (`lexicon.py`): high-precision terms and stems in 24 languages, a list of public figures,
+   and a few rules (a child named together with sexual or violent terms; how-to wording about a weapon);
 2. a linear classifier over the text encoder's pooled embedding (the MiniLM the model uses, so
    paraphrases land near their meaning) and hashed character n-grams (so misspellings keep most of
    their features). Each category has its own threshold, chosen on the validation split.
