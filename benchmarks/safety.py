@@ -3,6 +3,7 @@
     python benchmarks/safety.py                       # every section
     python benchmarks/safety.py --only prompt_filter  # a subset; the other sections in the file are kept
     python benchmarks/safety.py --only prompt_filter --sets test  # the test split only (no fresh set)
+    python benchmarks/safety.py --only prompt_filter --sets val test  # also the validation split
 
 (a) prompt_filter: the shipped filter (`PromptFilter.default()`) on the held-out test split of
     `tessera/safety/data/prompts.tsv` and on each fresh set written after tuning and present as a file
@@ -93,7 +94,10 @@ def prompt_filter_section(only: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     flt = PromptFilter.default()
     load_s = time.perf_counter() - t0
-    sets = {"test": [r for r in load_prompts() if r.split == "test"]}
+    rows = load_prompts()
+    sets = {"test": [r for r in rows if r.split == "test"]}
+    if only and "val" in only:  # the split the thresholds were chosen on: for comparison, never a result
+        sets = {"val": [r for r in rows if r.split == "val"]} | sets
     for name in FRESH_SETS:
         if (path := data_file(f"prompts_{name}.tsv")).is_file():
             sets[name] = load_prompts(path)
@@ -137,7 +141,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/safety.json")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument(
-        "--sets", nargs="+", choices=["test", *FRESH_SETS], default=None, help="prompt_filter: only these sets"
+        "--sets", nargs="+", choices=["val", "test", *FRESH_SETS], default=None, help="prompt_filter: only these sets"
     )
     args = ap.parse_args()
     if args.threads:
