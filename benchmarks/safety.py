@@ -2,10 +2,12 @@
 
     python benchmarks/safety.py                       # every section
     python benchmarks/safety.py --only prompt_filter  # a subset; the other sections in the file are kept
+    python benchmarks/safety.py --only prompt_filter --sets test  # the test split only (no fresh set)
+    python benchmarks/safety.py --only prompt_filter --sets val test  # also the validation split
 
 (a) prompt_filter: the shipped filter (`PromptFilter.default()`) on the held-out test split of
     `tessera/safety/data/prompts.tsv` and on each fresh set written after tuning and present as a file
-    (`prompts_fresh3.tsv`, reported as "fresh3"): recall on unsafe prompts (refused in any category) overall and per
+    (`prompts_fresh4.tsv`, reported as "fresh4"; `--sets` picks some): recall on unsafe prompts (refused in any category) overall and per
     category, how often the category is the right one, false-positive rate on benign prompts
     (near-misses, everyday prompts and shapes-world prompts separately), which layer refused,
     and latency per prompt (p50 / p95 wall and CPU time, one prompt at a time, after a warm-up) on
@@ -29,9 +31,9 @@ from tessera.safety.prompt_filter import PromptFilter
 from tessera.safety.train_filter import data_file, load_prompts
 
 # Test sets written after tuning, each as its own file. The first ("fresh") was seen while the filter was
-# retrained and now lies in the train/val splits of prompts.tsv, as does "fresh2" (split 60/20/20 in round 3);
-# "fresh3" was written after the round-3 retraining.
-FRESH_SETS = ("fresh3",)
+# retrained and now lies in the train/val splits of prompts.tsv, as do "fresh2" (split 60/20/20 in round 3)
+# and "fresh3" (split 70/30 train/val in round 4); "fresh4" is written after the round-4 retraining.
+FRESH_SETS = ("fresh4",)
 
 
 def _rate(hits: int, n: int) -> float | None:
@@ -87,14 +89,19 @@ def evaluate_set(flt: PromptFilter, rows) -> dict:
     return out
 
 
-def prompt_filter_section() -> dict:
+def prompt_filter_section(only: list[str] | None = None) -> dict:
+    """The test split and every fresh set present, or only the sets named in `only`."""
     t0 = time.perf_counter()
     flt = PromptFilter.default()
     load_s = time.perf_counter() - t0
-    sets = {"test": [r for r in load_prompts() if r.split == "test"]}
+    rows = load_prompts()
+    sets = {"test": [r for r in rows if r.split == "test"]}
+    if only and "val" in only:  # the split the thresholds were chosen on: for comparison, never a result
+        sets = {"val": [r for r in rows if r.split == "val"]} | sets
     for name in FRESH_SETS:
         if (path := data_file(f"prompts_{name}.tsv")).is_file():
             sets[name] = load_prompts(path)
+    sets = {k: v for k, v in sets.items() if only is None or k in only}
     result = {"load_s": round(load_s, 2)}
     for name, rows in sets.items():
         result[name] = evaluate_set(flt, rows)
@@ -133,6 +140,9 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", choices=list(SECTIONS), default=None)
     ap.add_argument("--out", default="benchmarks/results/safety.json")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument(
+        "--sets", nargs="+", choices=["val", "test", *FRESH_SETS], default=None, help="prompt_filter: only these sets"
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -147,7 +157,7 @@ def main() -> None:
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     for name in args.only or SECTIONS:
-        results[name] = SECTIONS[name]()
+        results[name] = prompt_filter_section(args.sets) if name == "prompt_filter" else SECTIONS[name]()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {path}")

@@ -2,9 +2,16 @@
 
 Terms (`data/lexicon.tsv`) and names (`data/public_figures.tsv`) are folded exactly as the prompt
 is (`normalize.clean`), so homoglyphs, leetspeak, spacing and repeated letters are undone on both
-sides. A word also matches when it is one edit away from a term of five letters or more and is not
-itself an English word (the text encoder's vocabulary decides), and when two neighbouring words
-joined make a term ("por n"). Chinese and Japanese terms match as substrings.
+sides. A word also matches when it is one edit away from a term of five letters or more (in the
+languages of `FUZZY`) and is not itself an English word (the text encoder's vocabulary decides), and when two neighbouring words
+joined make a term ("por n"). A word of a term written with a trailing "-" is a stem: it matches
+any word that starts with it ("zabi-" matches Polish "zabił", "zabija", "zabiją"), so inflected
+forms need no list; a stem has at least `MIN_STEM` letters. Terms in scripts written without
+spaces (Chinese, Japanese, Korean, Thai) match as substrings of the prompt with its spaces
+removed. Arabic, Persian and Hebrew words also match with an article, conjunction or preposition
+written onto them ("الانتحار", "והתאבדות"). Vietnamese and Thai terms (`ACCENTED`) are matched
+with their accents and tone marks kept, which carry the meaning there ("tự tử", suicide, is
+"từ từ", slowly, without them).
 """
 
 from __future__ import annotations
@@ -19,8 +26,25 @@ from tessera.safety.normalize import clean, squeeze
 CATEGORIES = ("sexual", "minors", "violence", "self_harm", "weapons", "hate", "real_people")
 # Which category a prompt gets when several match: the most severe first.
 PRIORITY = ("minors", "sexual", "self_harm", "weapons", "violence", "hate", "real_people")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
-_WORD = re.compile(r"[\w*]+")
+# Scripts written without spaces between words: Thai, kana, CJK ideographs, Hangul (whose spaces
+# separate phrases, with particles written onto the word).
+_UNSPACED = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+# Prefixes written onto Arabic / Persian and Hebrew words (article, "and", "with", "to", "that", "the"),
+# longest first: "والانتحار" is read as "انتحار" too.
+_CLITICS = tuple(
+    sorted(
+        "وال فال بال كال ولل لل ال و ف ب ل ك וש וה וב ול ומ שה שב של כש מה ה ו ב ל מ ש כ".split(), key=len, reverse=True
+    )
+)
+_CLITIC_SCRIPT = re.compile(r"[\u0590-\u05ff\u0600-\u06ff]")
+# Words; Devanagari vowel signs are marks, not letters, for `\w`, so the block is listed.
+_WORD = re.compile(r"[\w*\u0900-\u0963\u0966-\u097f]+")
+MIN_STEM = 4  # letters a stem needs (after normalisation): shorter prefixes start too many unrelated words
+# Languages whose single-word terms also match one edit away (misspellings); in the others a word one edit
+# from a term is too often an ordinary word (Polish "nagle", suddenly, is one edit from "nagie", naked;
+# Russian "гола", of a goal, from "голая", naked).
+FUZZY = frozenset({"", "en", "es", "fr", "de", "pt", "it"})
+ACCENTED = frozenset({"vi", "th"})  # languages whose terms are matched with accents and tone marks kept
 _NUMBER_WORDS = (
     "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen".split()
 )
@@ -85,43 +109,101 @@ def _close(a: str, b: str) -> bool:
     return short[i:] == long_[i + 1 :]
 
 
+def _bare(word: str) -> list[str]:
+    """The word, and for Arabic, Persian or Hebrew also without a prefix written onto it (3 letters left at least)."""
+    if not _CLITIC_SCRIPT.match(word):
+        return [word]
+    return [word] + [word[len(c) :] for c in _CLITICS if word.startswith(c) and len(word) - len(c) >= 3]
+
+
+def _forms(term_word: str) -> list[str]:
+    """A term's word, and without the Arabic article when it is written with one ("الانتحار" also as "انتحار")."""
+    if term_word.startswith("ال") and len(term_word.rstrip("-")) >= 5:
+        return [term_word, term_word[2:]]
+    return [term_word]
+
+
 def _deletes(word: str) -> set[str]:
     return {word} | {word[:i] + word[i + 1 :] for i in range(len(word))}
 
 
 class Lexicon:
-    """Terms by group; `find(prompt)` returns the matches, `classify(prompt)` the category."""
+    """Terms by group; `find(prompt)` returns the matches, `classify(prompt)` the category.
 
-    def __init__(self, rows: list[tuple[str, str]], vocabulary: frozenset[str] = frozenset()):
+    rows are (group, term) or (group, term, language); terms of an `ACCENTED` language go to a second
+    Lexicon (`self.accented`) that reads the prompt with its accents kept.
+    """
+
+    def __init__(self, rows: list[tuple[str, ...]], vocabulary: frozenset[str] = frozenset(), accents: bool = False):
         self.vocabulary = vocabulary
+        self.accents = accents
         self.phrases: dict[str, list[tuple[tuple[str, ...], str, str]]] = {}  # first squeezed token -> entries
-        self.cjk: list[tuple[str, str, str]] = []
+        self.stems: dict[str, list[tuple[tuple[str, ...], str, str]]] = {}  # squeezed first stem -> entries
+        self.unspaced: list[tuple[str, str, str]] = []  # (term without spaces, group, term)
         self.fuzzy: dict[str, list[tuple[str, str, str]]] = {}  # delete-neighbour -> (squeezed term, group, term)
         self.words: set[str] = set()
         self.names: dict[str, list[tuple[str, str, str]]] = {}  # either word of a two-word name -> (first, last, name)
-        for group, term in rows:
-            self._add(group, term)
+        accented = [r for r in rows if len(r) > 2 and r[2] in ACCENTED]
+        for group, term, *lang in (r for r in rows if accents or not (len(r) > 2 and r[2] in ACCENTED)):
+            self._add(group, term, lang[0] if lang else "")
+        self.accented = Lexicon(accented, vocabulary, accents=True) if accented and not accents else None
 
-    def _add(self, group: str, term: str) -> None:
-        norm = clean(term)
-        if _CJK.search(norm):
-            self.cjk.append((norm.replace(" ", ""), group, term))
+    def _add(self, group: str, term: str, lang: str = "") -> None:
+        norm = clean(term, accents=self.accents)
+        if _UNSPACED.search(norm):
+            self.unspaced.append((norm.replace(" ", "").replace("-", ""), group, term))
+            return
+        if any(w.endswith("-") for w in term.split()):
+            self._add_stem(group, term)
             return
         toks = tuple(_tokens(norm))
         variants = {toks, (("".join(toks)),)} if len(toks) > 1 else {toks}
         for v in variants:
-            self.phrases.setdefault(squeeze(v[0]), []).append((v, group, term))
+            for key in _forms(v[0]):
+                self.phrases.setdefault(squeeze(key), []).append((v, group, term))
             self.words.update(v)
         if group == "real_people" and len(toks) == 2:
             for k in toks:
                 self.names.setdefault(k, []).append((toks[0], toks[1], term))
-        if len(toks) == 1 and len(toks[0]) >= 5 and group not in ("allow", "real_people", "real_people?"):
+        if (
+            len(toks) == 1
+            and len(toks[0]) >= 5
+            and group not in ("allow", "real_people", "real_people?")
+            and lang in FUZZY
+        ):
             sq = squeeze(toks[0])
             for d in _deletes(sq):
                 self.fuzzy.setdefault(d, []).append((sq, group, term))
 
+    def _add_stem(self, group: str, term: str) -> None:
+        """A term with stems: each word written with a trailing '-' matches any word that starts with it.
+
+        A stem that starts the term needs `MIN_STEM` letters; one after a fixed or stemmed word, 3 ("замен- лиц-")."""
+        entry: list[str] = []
+        for word in term.split():
+            toks = _tokens(clean(word.rstrip("-"), accents=self.accents))
+            if word.endswith("-"):
+                need = 3 if entry or len(toks) > 1 else MIN_STEM
+                if not toks or len(squeeze(toks[-1])) < need:
+                    raise ValueError(
+                        f"lexicon stem {word!r} in {term!r} is shorter than {need} letters; "
+                        "write a longer stem or the whole word"
+                    )
+                toks[-1] += "-"
+            entry += toks
+        key = entry[0]
+        index = self.stems if key.endswith("-") else self.phrases
+        for k in _forms(key):
+            index.setdefault(squeeze(k.rstrip("-")), []).append((tuple(entry), group, term))
+
     @staticmethod
     def _same(word: str, term: str) -> bool:
+        return any(Lexicon._same_word(w, t) for w in _bare(word) for t in _forms(term))
+
+    @staticmethod
+    def _same_word(word: str, term: str) -> bool:
+        if term.endswith("-"):
+            return squeeze(word).startswith(squeeze(term[:-1]))
         if word == term:
             return True
         if "*" in word and len(word) == len(term):
@@ -132,7 +214,11 @@ class Lexicon:
     def _phrase_at(self, toks: list[str], i: int) -> list[tuple[int, str, str]]:
         found = []
         word = toks[i]
-        entries = self.phrases.get(squeeze(word), [])
+        entries = []
+        for sq in map(squeeze, _bare(word)):
+            entries += self.phrases.get(sq, []) + [
+                e for n in range(MIN_STEM, len(sq) + 1) for e in self.stems.get(sq[:n], ())
+            ]
         if "*" in word:
             entries = [
                 e for k, v in self.phrases.items() if len(k) <= len(word) for e in v if len(e[0][0]) == len(word)
@@ -177,8 +263,7 @@ class Lexicon:
                     found += [
                         Match(g, t, i, i + 2) for n, g, t in self._phrase_at(joined, 0) if n == 1 and g != "allow"
                     ]
-        compact = text.replace(" ", "")
-        found += [Match(g, t, 0, 0) for term, g, t in self.cjk if term in compact]
+        found += self._substrings(text)
         allowed = [m for m in found if m.group == "allow"]
         found = [
             m for m in found if m.group != "allow" and not any(a.start <= m.start and m.end <= a.end for a in allowed)
@@ -192,10 +277,22 @@ class Lexicon:
             )
         ]
 
+    def _substrings(self, text: str) -> list[Match]:
+        """Unspaced-script terms found in the text without its spaces, allow-listed ones blanked first.
+
+        Their span (-1, -1) nests in no word match."""
+        hay = text.replace(" ", "")
+        for term, group, _ in self.unspaced:
+            if group == "allow":
+                hay = hay.replace(term, "|")
+        return [Match(g, t, -1, -1) for term, g, t in self.unspaced if g != "allow" and term in hay]
+
     def classify(self, prompt: str) -> LexicalResult:
         """The category the terms alone decide, from every normalised reading of the prompt."""
         views = {clean(prompt, "i"), clean(prompt, "l"), clean(prompt, article=False)}
         matches = [m for v in views for m in self.find(v)]
+        if self.accented:
+            matches += self.accented.find(clean(prompt, accents=True))
         groups = {m.group for m in matches}
         minor = "minor" in groups or any(_is_minor_age(v) for v in views)
         if "nude" in groups and (not groups & {"art", "likeness"} or minor):
@@ -231,13 +328,13 @@ def _data(name: str) -> list[str]:
 
 
 @cache
-def load_rows() -> tuple[tuple[str, str], ...]:
-    """(group, term) rows of the lexicon, names included as real_people terms (ambiguous ones as `name?`)."""
-    rows = [tuple(line.split("\t")[:2]) for line in _data("lexicon.tsv")]
+def load_rows() -> tuple[tuple[str, str, str], ...]:
+    """(group, term, language) rows of the lexicon, names included as real_people terms (ambiguous ones as `name?`)."""
+    rows = [tuple((line.split("\t") + [""])[:3]) for line in _data("lexicon.tsv")]
     for line in _data("public_figures.tsv"):
         name, _, aliases = line.partition("\t")
         for n in [name] + [a.strip() for a in aliases.split(",") if a.strip()]:
-            rows.append(("real_people?" if n.startswith("~") else "real_people", n.lstrip("~")))
+            rows.append(("real_people?" if n.startswith("~") else "real_people", n.lstrip("~"), ""))
     return tuple(rows)
 
 

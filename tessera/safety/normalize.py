@@ -32,6 +32,8 @@ _CONFUSABLES = str.maketrans(
         "α": "a", "β": "b", "γ": "y", "δ": "d", "ε": "e", "ζ": "z", "η": "n", "θ": "o", "ι": "i",
         "κ": "k", "λ": "l", "μ": "u", "ν": "v", "ξ": "e", "ο": "o", "π": "n", "ρ": "p", "σ": "o",
         "ς": "c", "τ": "t", "υ": "u", "φ": "f", "χ": "x", "ψ": "w", "ω": "w",
+        # Arabic letters Persian writes in its own form (yeh, kaf, alef maksura)
+        "ي": "ی", "ك": "ک", "ى": "ی",
         # Latin variants and symbols
         "ı": "i", "ſ": "s", "ℓ": "l", "ł": "l", "ø": "o", "đ": "d", "ħ": "h", "ŧ": "t", "ß": "ss",
         "æ": "ae", "œ": "oe", "þ": "th", "ɑ": "a", "ɡ": "g", "ʀ": "r", "ᴀ": "a", "ʏ": "y",
@@ -51,10 +53,15 @@ _DOTTED = re.compile(r"(?<=[^\W\d_])[._·•`^~]+(?=[^\W\d_])")
 _RUN = re.compile(r"(.)\1{2,}")
 
 
-def fold(text: str) -> str:
-    """NFKC, lower case, no invisible characters, no accents, homoglyphs as Latin letters."""
+def fold(text: str, accents: bool = False) -> str:
+    """NFKC, lower case, no invisible characters, no accents (unless `accents`), homoglyphs as Latin letters.
+
+    `accents=True` keeps combining marks: Vietnamese terms need them ("tự tử", suicide, is "từ từ",
+    slowly, without its marks).
+    """
     text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).casefold()
-    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    if not accents:
+        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
     return unicodedata.normalize("NFC", text).translate(_CONFUSABLES)
 
 
@@ -83,9 +90,9 @@ def join_spaced(text: str, article: bool = True) -> str:
     return _SPACED.sub(join, text)
 
 
-def clean(text: str, one: str = "i", article: bool = True) -> str:
+def clean(text: str, one: str = "i", article: bool = True, accents: bool = False) -> str:
     """The text both filter layers read: folded, leet decoded, spaced letters joined, runs cut to two."""
-    text = join_spaced(leet(fold(text), one), article)
+    text = join_spaced(leet(fold(text, accents), one), article)
     text = _DOTTED.sub("", text).replace("-", " ")
     text = _RUN.sub(r"\1\1", text)
     return re.sub(r"\s+", " ", text).strip()

@@ -3,8 +3,8 @@
 Two layers read the normalised prompt (`normalize.clean`: homoglyphs, leetspeak, spacing, repeated
 letters undone):
 
-1. the lexicon (`lexicon.py`): high-precision terms in nine languages, a list of public figures, and a
-   few rules (a child named together with sexual or violent terms; how-to wording about a weapon);
+1. the lexicon (`lexicon.py`): high-precision terms and stems in 24 languages, a list of public figures,
+   and a few rules (a child named together with sexual or violent terms; how-to wording about a weapon);
 2. a linear classifier over the text encoder's pooled embedding (the MiniLM the model uses, so
    paraphrases land near their meaning) and hashed character n-grams (so misspellings keep most of
    their features). Each category has its own threshold, chosen on the validation split.
@@ -44,6 +44,14 @@ DESCRIPTIONS = {
     "real_people": "a realistic depiction of a real, named person",
 }
 _CLAUSE = re.compile(r"[.;,:!?]|\b(?:and|then|while|but|with|where|after|before)\b")
+# Camera wording carries no risk, but "shot" pulled shapes-world prompts ("..., locked-off shot.") towards violence:
+# the classifier reads the prompt without it (as `clean` writes it: hyphens are spaces).
+_CAMERA = re.compile(
+    r"\b(?:(?:a |an |one )?(?:(?:single |one )?(?:locked off|static|fixed|wide|close up|medium|long|tracking|"
+    r"establishing|aerial|drone|overhead|continuous|slow motion|handheld|dolly|panning|tripod) )+shots?"
+    r"|shot (?:with|on|from) (?:a |an )?(?:locked off|fixed|static|tripod|handheld)(?: tripod| camera)*"
+    r"|(?:static|locked off|fixed) camera)\b"
+)
 
 
 @dataclass
@@ -109,6 +117,12 @@ def features(encoder, texts: list[str], cfg: FilterConfig) -> torch.Tensor:
     return torch.cat([embed(encoder, texts, cfg.max_tokens), grams], dim=1)
 
 
+def classifier_text(prompt: str) -> str:
+    """The normalised prompt as the classifier reads it: `clean`, then camera wording removed."""
+    text = clean(prompt)
+    return re.sub(r"\s+", " ", _CAMERA.sub(" ", text)).strip(" ,.") or text
+
+
 def segments(text: str, cfg: FilterConfig) -> list[str]:
     """The normalised prompt, plus its clauses when it is longer than `segment_words` words."""
     if len(text.split()) <= cfg.segment_words:
@@ -165,7 +179,7 @@ class PromptFilter:
         lexical = self.lexicon.classify(prompt)
         if lexical.category:
             return Decision(False, lexical.category, 1.0, f"matched {lexical.reason!r}")
-        segs = segments(clean(prompt), self.cfg)
+        segs = segments(classifier_text(prompt), self.cfg)
         # the whole prompt alone, then its (shorter) clauses together: no clause is padded to the whole length
         parts = [self.probabilities(segs[:1])] + ([self.probabilities(segs[1:])] if len(segs) > 1 else [])
         probs = torch.cat(parts).amax(0)  # (C,)
