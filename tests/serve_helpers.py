@@ -36,6 +36,7 @@ def make_keys(store, **limits) -> SimpleNamespace:
 def mp4_bytes(tmp: Path, frames: int = 9, side: int = 128, seed: int = 0) -> bytes:
     rng = np.random.default_rng(seed)
     video = rng.integers(0, 255, (frames, side, side, 3), dtype=np.uint8)
+    (tmp / "client").mkdir(exist_ok=True)
     path = write_mp4(video, tmp / "client" / f"clip{seed}_{frames}_{side}.mp4", fps=8)
     return path.read_bytes()
 
