@@ -10,14 +10,15 @@
 Inputs are resized to cover the output size and centre-cropped (`fit_to`), at the model's
 frame rate. `check_task` says what a task would refuse from the inputs' shapes alone
 (`probe_media`), with the same checks the task functions make, so a server refuses a request
-before it queues it exactly as the task would. None of these functions denoises: they place frames (`ConditioningItem`) and call
-`pipe(...)`, so every result passes the prompt filter and is marked and recorded like any
-video. A video longer than the model's window (`config.max_duration_s`) and every `extend`
-are made in chunks by `generate_in_chunks`: each chunk is conditioned on the last (or, going
-backwards, the first) ~1 s of what exists, and the new frames are joined to it without
-repeating the context. A long text-to-video first makes a guide (the whole prompt in one
-window, stretched in time to the full length) and holds every chunk near it, so the object
-keeps one trajectory, colour and shape over the whole video instead of drifting chunk by chunk.
+before it queues it exactly as the task would. None of these functions denoises: they place
+frames (`ConditioningItem`) and call `pipe(...)`, so every result passes the prompt filter and
+is marked and recorded like any video. A video longer than the model's window
+(`config.max_duration_s`) and every `extend` are made in chunks by `generate_in_chunks`: each
+chunk is conditioned on the last (or, going backwards, the first) ~1 s of what exists, and the
+new frames are joined to it without repeating the context. A long text-to-video first makes a
+guide (the whole prompt as one clip a quarter as long, stretched in time to the full length)
+and holds every chunk near it, so the object keeps one trajectory, colour and shape over the
+whole video instead of drifting chunk by chunk.
 """
 
 from __future__ import annotations
@@ -266,8 +267,8 @@ def interpolate(
     h, w = first.shape[1:3]
     last = load(pipe, b, w, h)
     n, m = _interpolation(pipe, len(first), len(last), duration_s, context_s)
-    start = _tail_item(first, m, pipe.geometry.frame_step)[0]
-    end = _head_item(last, n, m, pipe.geometry.frame_step)[0]
+    start = _tail_item(first, m, pipe.geometry.frame_step)
+    end = _head_item(last, n, m, pipe.geometry.frame_step)
     return pipe(prompt, duration_s=duration_s, width=w, height=h, conditioning=[start, end], **settings)
 
 
@@ -455,28 +456,24 @@ def _head_count(frames: int, m: int, step: int) -> int:
     return step * min(m, frames // step) or step
 
 
-def _tail_item(video: np.ndarray, m: int, step: int) -> tuple[ConditioningItem, int]:
-    """The last 1 + step × m frames (fewer for a short video) at frame 0 of a chunk, and their count."""
-    c = _tail_count(len(video), m, step)
-    return ConditioningItem(video[len(video) - c :]), c
+def _tail_item(video: np.ndarray, m: int, step: int) -> ConditioningItem:
+    """The last 1 + step × m frames (fewer for a short video) at frame 0 of a chunk."""
+    return ConditioningItem(video[len(video) - _tail_count(len(video), m, step) :])
 
 
-def _head_item(video: np.ndarray, n: int, m: int, step: int) -> tuple[ConditioningItem, int]:
+def _head_item(video: np.ndarray, n: int, m: int, step: int) -> ConditioningItem:
     """The first step × m frames at the end of an n-frame chunk (an image: held over the last step frames)."""
-    c = _head_count(len(video), m, step)
     if len(video) < step:
-        return ConditioningItem(video[:1], start=n - 1), c
-    return ConditioningItem(video[:c], start=n - c), c
+        return ConditioningItem(video[:1], start=n - 1)
+    c = _head_count(len(video), m, step)
+    return ConditioningItem(video[:c], start=n - c)
 
 
 def _plan(length: int, want: int, m: int, step: int, window: int, backwards: bool) -> list[tuple[int, int, int]]:
     """(new frames kept, frames generated, context frames) per chunk continuing `length` frames by `want`."""
     plan = []
     while want > 0:
-        if backwards:  # an input shorter than `step` frames: its first frame held over the last `step`
-            c = max(step, step * min(m, length // step))
-        else:
-            c = 1 + step * min(m, (length - 1) // step)
+        c = _head_count(length, m, step) if backwards else _tail_count(length, m, step)
         new = min(want, window - c)
         made = 1 + step * math.ceil((new - 1) / step) if backwards else step * math.ceil(new / step)
         plan.append((new, made, c))
@@ -497,8 +494,8 @@ def generate_in_chunks(
 ) -> tuple[torch.Tensor, list[np.ndarray]]:
     """(the last chunk's latents (B, C, T', H', W'), unmarked frames per prompt) of a long or continued video.
 
-    Text-to-video: a guide first (one window of the whole prompt, stretched in time to the full
-    length: `guide_frames`), then the video window by window, each held near the guide at noise
+    Text-to-video: a guide first (the whole prompt as one clip a quarter as long, stretched in time
+    to the full length: `guide_frames`), then the video window by window, each held near the guide at noise
     level GUIDE_LEVEL and the later ones conditioned on the last ~1 s before them, blended over
     that second. So a 12 s video keeps one trajectory, colour and shape from end to end. A
     continuation: chunks from its frames, `req.frames - 1` new frames in all, its frames kept.
@@ -602,7 +599,7 @@ def _chunk(pipe, one, solver, progress, video, sizes, backwards, k, guide):
     new, made, c = sizes
     n = made + c
     if backwards:
-        items = [_head_item(video, n, c // pipe.geometry.frame_step, pipe.geometry.frame_step)[0]]
+        items = [_head_item(video, n, c // pipe.geometry.frame_step, pipe.geometry.frame_step)]
     else:
         items = [ConditioningItem(video[len(video) - c :])]
     if guide is not None:
