@@ -24,7 +24,7 @@ from einops import rearrange
 
 from tessera import edit
 from tessera.data.world import BACKGROUNDS, COLOURS, DIRECTIONS
-from tessera.eval import PromptCase, analyze, eval_cases
+from tessera.eval import PromptCase, analyze, eval_cases, object_mask
 from tessera.pipeline import TesseraPipeline
 from tessera.safety.watermarker import Ledger
 
@@ -68,9 +68,8 @@ def direction_kept(video: np.ndarray, motion: str, fps: int) -> dict:
 
 
 def centroid(frame: np.ndarray) -> tuple[float, float] | None:
-    f = frame.astype(np.float32)
-    border = np.concatenate([f[0], f[-1], f[:, 0], f[:, -1]]).reshape(-1, 3)
-    mask = np.abs(f - np.median(border, axis=0)).sum(-1) > 100
+    """The object's centre (x, y) in pixels of one frame (H, W, 3), found as the eval judge finds it."""
+    mask = object_mask(frame[None])[2][0]
     if mask.sum() < 0.003 * mask.size:
         return None
     yy, xx = np.nonzero(mask)

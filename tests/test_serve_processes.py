@@ -1,5 +1,6 @@
 """tessera serve as real processes: kill -9 of a worker and of the server, a headless browser, load."""
 
+import contextlib
 import json
 import os
 import signal
@@ -127,12 +128,7 @@ def test_page_in_a_headless_browser_generates_and_plays(tmp_path, tiny_checkpoin
     secret = create_key(JobStore(data / "jobs.sqlite3"), "browser")[1]
     server = start_server(data, checkpoint, port, workers=1, env=env, log=tmp_path / "serve.log")
     try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1000, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.fill("#key", secret)
-            page.dispatch_event("#key", "change")
+        with signed_in_page(sync_api, port, secret) as page:
             page.fill("#prompt", "a yellow triangle spinning on a navy background")
             page.click("details summary")  # the steps field is under "More"
             page.fill("#steps", "25" if checkpoint is None else "120")
@@ -147,7 +143,6 @@ def test_page_in_a_headless_browser_generates_and_plays(tmp_path, tiny_checkpoin
             page.wait_for_selector("#gallery .card[data-state=done]")
             shot = os.environ.get("TESSERA_SCREENSHOT") or str(tmp_path / "page.png")
             page.screenshot(path=shot)
-            browser.close()
     finally:
         server.terminate()
         server.wait(30)
@@ -156,6 +151,21 @@ def test_page_in_a_headless_browser_generates_and_plays(tmp_path, tiny_checkpoin
     assert video["error"] is None and video["readyState"] >= 2
     assert (video["w"], video["h"]) == (256, 256)
     assert abs(video["duration"] - 17 / 8) < 0.2  # 17 frames at 8 fps
+
+
+@contextlib.contextmanager
+def signed_in_page(sync_api, port: int, secret: str):
+    """The server's page in headless Chromium, with the API key entered; the browser closes after."""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.fill("#key", secret)
+            page.dispatch_event("#key", "change")
+            yield page
+        finally:
+            browser.close()
 
 
 def progress_values(page) -> list[float]:
@@ -228,12 +238,7 @@ def test_page_in_a_headless_browser_edits_and_plays(tmp_path, tiny_checkpoint, e
     clip.write_bytes(mp4_bytes(tmp_path, frames=9, side=128))
     server = start_server(data, tiny_checkpoint, port, workers=1, env=env, log=tmp_path / "serve.log")
     try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1000, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.fill("#key", secret)
-            page.dispatch_event("#key", "change")
+        with signed_in_page(sync_api, port, secret) as page:
             page.click("button[data-tab=edit]")
             page.select_option("#edit-task", "restyle")
             assert page.is_visible("#edit-strength") and not page.is_visible("#edit-file-b")
@@ -247,7 +252,6 @@ def test_page_in_a_headless_browser_edits_and_plays(tmp_path, tiny_checkpoint, e
                 " return {w: v.videoWidth, h: v.videoHeight, error: v.error}; })()"
             )
             result = page.text_content("#edit-result")
-            browser.close()
     finally:
         server.terminate()
         server.wait(30)
