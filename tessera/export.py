@@ -8,7 +8,6 @@ import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import av
 import numpy as np
@@ -120,8 +119,7 @@ def _write_whole(frames: np.ndarray, path: Path, fps: int, crf: int, metadata: d
             _write_named(frames, path, fps, crf, metadata)
         else:
             try:
-                with os.fdopen(fd, "w+b", closefd=False) as f:
-                    _encode(frames, f, fps, crf, metadata)
+                _encode(frames, f"/proc/self/fd/{fd}", fps, crf, metadata)
                 os.fsync(fd)
                 _link_into_place(fd, folder, path.name)
             finally:
@@ -166,10 +164,11 @@ def _write_named(frames: np.ndarray, path: Path, fps: int, crf: int, metadata: d
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "w+b") as f:
-            _encode(frames, f, fps, crf, metadata)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            _encode(frames, tmp, fps, crf, metadata)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -177,10 +176,15 @@ def _write_named(frames: np.ndarray, path: Path, fps: int, crf: int, metadata: d
         raise
 
 
-def _encode(frames: np.ndarray, f: BinaryIO, fps: int, crf: int, metadata: dict | None) -> None:
-    """Encode uint8 frames (T, H, W, 3) as H.264 yuv420p MP4 into the open file `f`."""
+def _encode(frames: np.ndarray, target: str, fps: int, crf: int, metadata: dict | None) -> None:
+    """Encode uint8 frames (T, H, W, 3) as H.264 yuv420p MP4 into the file named `target`.
+
+    FFmpeg opens and writes the file itself. Handing it a Python file object instead would run
+    every write through PyAV's callback, which swallows a KeyboardInterrupt or Terminated raised
+    there by a signal handler, so Ctrl-C or SIGTERM could be ignored and the file finished anyway.
+    """
     _, h, w, _ = frames.shape
-    with av.open(f, mode="w", format="mp4") as container:
+    with av.open("file:" + os.path.abspath(target), mode="w", format="mp4") as container:
         for k, v in (metadata or {}).items():
             container.metadata[k] = str(v)
         stream = container.add_stream("libx264", rate=fps)

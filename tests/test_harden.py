@@ -238,6 +238,55 @@ def test_a_kill_during_encoding_leaves_nothing_at_or_beside_the_output(sig, mode
     assert b"Traceback" not in proc.stderr.read() or sig == signal.SIGINT
 
 
+@pytest.mark.parametrize("mode", ["anonymous", "named"])
+def test_an_interrupt_raised_while_the_encoder_writes_is_never_swallowed(mode, tmp_path, monkeypatch):
+    """A Ctrl-C or SIGTERM handler raising during any write of the encode stops it.
+
+    The encoder once wrote through a Python file object; PyAV's write callback swallowed a
+    KeyboardInterrupt raised there and the file was finished anyway (a SIGTERM ignored in CI).
+    Every Python-level file write made during the encode raises here, as a signal landing in it would.
+    """
+    import builtins
+    import io
+
+    import tessera.export as export
+
+    if mode == "named":
+        monkeypatch.setattr(export, "_anonymous_file", lambda folder: None)
+    raised = []
+
+    class Interrupting(io.FileIO):
+        def write(self, data):
+            raised.append(len(data))
+            raise KeyboardInterrupt
+
+    def interrupting_fdopen(fd, mode="r", *args, closefd=True, **kwargs):
+        return Interrupting(fd, "r+", closefd=closefd)
+
+    real_open = builtins.open
+
+    def interrupting_open(file, mode="r", *args, **kwargs):
+        if (
+            isinstance(file, (str, os.PathLike))
+            and str(tmp_path) in os.fspath(file)
+            and "b" in mode
+            and "r" not in mode
+        ):
+            return Interrupting(file, "w+")
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fdopen", interrupting_fdopen)
+    monkeypatch.setattr(builtins, "open", interrupting_open)
+    frames = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    try:
+        write_mp4(frames, tmp_path / "a.mp4", fps=8)
+    except KeyboardInterrupt:
+        assert raised and os.listdir(tmp_path) == []
+    else:
+        assert not raised, "an interrupt raised inside a write was swallowed and the file finished anyway"
+        assert probe(tmp_path / "a.mp4")["frames"] == 3
+
+
 FSIZE_LIMIT = """
 import resource, signal
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
