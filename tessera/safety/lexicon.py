@@ -30,10 +30,10 @@ PRIORITY = ("minors", "sexual", "self_harm", "weapons", "violence", "hate", "rea
 # separate phrases, with particles written onto the word).
 _UNSPACED = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 # Prefixes written onto Arabic / Persian and Hebrew words (article, "and", "with", "to", "that", "the"),
-# longest first: "والانتحار" is read as "انتحار" too.
+# longest first: "والانتحار" is read as "انتحار" too. Kaf ("like") is listed as normalisation writes it (ک).
 _CLITICS = tuple(
     sorted(
-        "وال فال بال كال ولل لل ال و ف ب ل ك וש וה וב ול ומ שה שב של כש מה ה ו ב ל מ ש כ".split(), key=len, reverse=True
+        "وال فال بال کال ولل لل ال و ف ب ل ک וש וה וב ול ומ שה שב של כש מה ה ו ב ל מ ש כ".split(), key=len, reverse=True
     )
 )
 _CLITIC_SCRIPT = re.compile(r"[\u0590-\u05ff\u0600-\u06ff]")
@@ -65,6 +65,18 @@ _REALISM = re.compile(
     r"\b(?:realistic|photorealistic|photo-realistic|hyperrealistic|lifelike|life-like|real footage|news footage|"
     r"deepfake|deep fake|face ?swap|looks real|real life|documentary footage|paparazzi|cctv|bodycam)\b",
     re.IGNORECASE,
+)
+# A name only mentioned, not shown: "a Taylor Swift song on the radio", "a biography of Nelson Mandela",
+# "Einstein's equation on a chalkboard", "a Messi number 10 jersey", "a street named after Martin Luther King".
+_THING = (
+    r"(?:songs?|albums?|tracks?|music|records?|vinyls?|playlist|books?|novels?|biograph(?:y|ies)|memoirs?|equations?|"
+    r"theor(?:y|ies)|formulas?|quotes?|quotations?|jerseys?|shirts?|kits?|camisa|autographs?|signatures?|streets?|"
+    r"avenues?|boulevards?|airports?|stadiums?|bridges?|museums?|prize|award|foundation|concert tickets?)"
+)
+_GAP = r"(?:\s+(?:number|no|\d+|new|latest|old|vintage|signed|famous|classic|first|hit|greatest|official|replica|do|da|de))*"
+_MENTION_AFTER = re.compile(rf"^(?:\s*'s|\s*s)?{_GAP}\s+{_THING}\b")
+_MENTION_BEFORE = re.compile(
+    rf"\b(?:{_THING}{_GAP}\s+(?:of|about|by|from|do|da|de|del|di|von)|named after|in (?:honou?r|memory) of)\s*$"
 )
 _CAPITALISED_NAME = re.compile(r"\b([A-Z][a-z]+)\s+((?:[A-Z][a-z]*\.?\s+)?[A-Z][a-z'\-]+)")
 
@@ -259,10 +271,9 @@ class Lexicon:
                 found += [Match("real_people", t, i, i + 2) for t in self._name_at(toks[i], toks[i + 1])]
             if i + 1 < len(toks) and min(len(toks[i]), len(toks[i + 1])) <= 3:
                 joined = [toks[i] + toks[i + 1]]  # only an exact term: "a sad" is not "assad"
-                if joined[0] in self.words:
-                    found += [
-                        Match(g, t, i, i + 2) for n, g, t in self._phrase_at(joined, 0) if n == 1 and g != "allow"
-                    ]
+                hits = self._phrase_at(joined, 0) if joined[0] in self.words else []
+                if not any(g == "allow" for _, g, _ in hits):  # "negeer de" joined is the allowed "negeerde"
+                    found += [Match(g, t, i, i + 2) for n, g, t in hits if n == 1]
         found += self._substrings(text)
         allowed = [m for m in found if m.group == "allow"]
         found = [
@@ -276,6 +287,22 @@ class Lexicon:
                 for o in found
             )
         ]
+
+    def without_allowed(self, text: str) -> str:
+        """The normalised text with its allow-listed phrases ("naked mole rat", "bath bomb", "폭탄주") cut out."""
+        spans = list(_WORD.finditer(text))
+        toks = [m.group() for m in spans]
+        drop: set[int] = set()
+        for i in range(len(toks)):
+            for n, group, _ in self._phrase_at(toks, i):
+                if group == "allow":
+                    drop.update(range(i, i + n))
+        for i in sorted(drop, reverse=True):
+            text = text[: spans[i].start()] + text[spans[i].end() :]
+        for term, group, _ in self.unspaced:
+            if group == "allow":
+                text = text.replace(term, " ")
+        return re.sub(r"\s+", " ", text).strip()
 
     def _substrings(self, text: str) -> list[Match]:
         """Unspaced-script terms found in the text without its spaces, allow-listed ones blanked first.
@@ -304,13 +331,44 @@ class Lexicon:
         if {"weapon", "instruction", "make"} <= groups:
             groups.add("weapons")
             matches.append(Match("weapons", "instructions for a weapon", 0, 0))
-        if "likeness" in groups and not _REALISM.search(prompt):
-            groups.discard("real_people")  # a statue or wax figure of a public figure: the classifier decides
+        if ("likeness" in groups or _only_mentioned(prompt, matches)) and not _REALISM.search(prompt):
+            groups.discard(
+                "real_people"
+            )  # a statue of, a song by, a book about a public figure: the classifier decides
         elif "real_people" not in groups and (name := person_named(prompt, matches)):
             groups.add("real_people")
             matches.append(Match("real_people", name, 0, 0))
         category = next((c for c in PRIORITY if c in groups), None)
         return LexicalResult(category, matches, minor)
+
+
+# Text in quotes: a headline or caption shown on screen ("a news ticker reading 'Merz meets Macron'").
+_QUOTED = re.compile(r'"[^"]+"|“[^”]+”|„[^“”]+[“”]|«[^»]+»|「[^」]+」|『[^』]+』|‘[^’]+’|(?<!\w)\'[^\']+\'(?!\w)')
+
+
+def _only_mentioned(prompt: str, matches: list[Match]) -> bool:
+    """Every listed name in the prompt names a thing of the person's (a song, a book, a jersey) or stands in
+    quoted text (a headline on screen), not the person."""
+    names = {m.term for m in matches if m.group == "real_people"}
+    if not names:
+        return False
+    outside = clean(_QUOTED.sub(" | ", prompt))
+    text = clean(prompt)
+    for name in names:
+        n = clean(name)
+        if _UNSPACED.search(n):  # names in unspaced scripts: only the quoted-text rule
+            if n.replace(" ", "") in outside.replace(" ", ""):
+                return False
+            continue
+        pattern = rf"(?<!\w){re.escape(n)}(?!\w)"
+        if not re.search(pattern, outside):
+            continue
+        found = list(re.finditer(pattern, text))
+        if not found or not all(
+            _MENTION_AFTER.match(text[m.end() :]) or _MENTION_BEFORE.search(text[: m.start()]) for m in found
+        ):
+            return False
+    return True
 
 
 def _is_minor_age(text: str) -> bool:
@@ -336,6 +394,12 @@ def load_rows() -> tuple[tuple[str, str, str], ...]:
         for n in [name] + [a.strip() for a in aliases.split(",") if a.strip()]:
             rows.append(("real_people?" if n.startswith("~") else "real_people", n.lstrip("~"), ""))
     return tuple(rows)
+
+
+@cache
+def allow_list() -> Lexicon:
+    """The allow-listed phrases alone (see `Lexicon.without_allowed`)."""
+    return Lexicon([r for r in load_rows() if r[0] == "allow"])
 
 
 @cache

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from tessera.errors import UnsafePromptError
-from tessera.safety.lexicon import CATEGORIES, Lexicon, load_rows
+from tessera.safety.concepts import Concepts
+from tessera.safety.lexicon import CATEGORIES, Lexicon, allow_list, load_rows
 from tessera.safety.normalize import clean
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class FilterConfig:
     ngram_max: int = 5
     max_tokens: int = 128  # the filter reads more of a prompt than the generator's 32 tokens
     segment_words: int = 12  # longer prompts are also scored clause by clause
+    concept_scale: float = 0.5  # the value of a concept feature the prompt names (chosen on the validation split)
 
 
 @dataclass
@@ -111,16 +113,19 @@ def embed(encoder, texts: list[str], max_tokens: int, batch_size: int = 64) -> t
     return torch.stack(out)
 
 
-def features(encoder, texts: list[str], cfg: FilterConfig) -> torch.Tensor:
-    """(B, D + ngram_dims) classifier input for already-normalised texts."""
+def features(encoder, texts: list[str], cfg: FilterConfig, concepts: np.ndarray | None = None) -> torch.Tensor:
+    """(B, D + ngram_dims + K) classifier input for already-normalised texts; `concepts` (B, K) as made by
+    `Concepts.vector` (K = 0 when None), each scaled by `cfg.concept_scale`."""
     grams = torch.from_numpy(np.stack([char_ngrams(t, cfg) for t in texts]))  # (B, ngram_dims)
-    return torch.cat([embed(encoder, texts, cfg.max_tokens), grams], dim=1)
+    found = torch.from_numpy(np.zeros((len(texts), 0), np.float32) if concepts is None else concepts)  # (B, K)
+    return torch.cat([embed(encoder, texts, cfg.max_tokens), grams, cfg.concept_scale * found], dim=1)
 
 
 def classifier_text(prompt: str) -> str:
-    """The normalised prompt as the classifier reads it: `clean`, then camera wording removed."""
+    """The normalised prompt as the classifier reads it: `clean`, then camera wording and the lexicon's
+    allow-listed phrases ("naked mole rat", "suicide prevention", "bath bomb") removed."""
     text = clean(prompt)
-    return re.sub(r"\s+", " ", _CAMERA.sub(" ", text)).strip(" ,.") or text
+    return allow_list().without_allowed(re.sub(r"\s+", " ", _CAMERA.sub(" ", text))).strip(" ,.") or text
 
 
 def segments(text: str, cfg: FilterConfig) -> list[str]:
@@ -150,10 +155,11 @@ class PromptFilter:
         path = Path(weights) if weights else weights_path()
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-        self.cfg = FilterConfig(**{k: int(meta[k]) for k in asdict(FilterConfig()) if k in meta})
+        self.cfg = FilterConfig(**{k: type(v)(meta[k]) for k, v in asdict(FilterConfig()).items() if k in meta})
         t = load_file(str(path))
         self.weight, self.bias = t["weight"], t["bias"]  # (C, F), (C,)
-        embed_dim = self.weight.shape[1] - self.cfg.ngram_dims
+        names = tuple(n for n in meta.get("concepts", "").split(",") if n)
+        self.embed_dim = embed_dim = self.weight.shape[1] - self.cfg.ngram_dims - len(names)
         if text_encoder is not None and not _is_minilm(text_encoder, embed_dim):
             log.info("the given text encoder is not the MiniLM the filter was trained on; loading the MiniLM")
             text_encoder = None
@@ -163,15 +169,19 @@ class PromptFilter:
             text_encoder = TextEncoder()
         self.encoder = text_encoder
         self.thresholds = dict(zip(CATEGORIES, t["thresholds"].tolist()))
-        self.lexicon = Lexicon(list(load_rows()), vocabulary(text_encoder))
+        vocab = vocabulary(text_encoder)
+        self.lexicon = Lexicon(list(load_rows()), vocab)
+        self.concepts = Concepts(names, vocab)
 
     @classmethod
     def default(cls) -> PromptFilter:
         return _default()
 
-    def probabilities(self, texts: list[str]) -> torch.Tensor:
-        """(B, C) class probabilities for already-normalised texts."""
-        return torch.softmax(features(self.encoder, texts, self.cfg) @ self.weight.T + self.bias, dim=-1)
+    def probabilities(self, texts: list[str], prompt: str | None = None) -> torch.Tensor:
+        """(B, C) class probabilities for already-normalised texts (parts of `prompt`, when given: its
+        Vietnamese and Thai concepts are read with their tones)."""
+        found = np.stack([self.concepts.vector(prompt or t, t) for t in texts])  # (B, K)
+        return torch.softmax(features(self.encoder, texts, self.cfg, found) @ self.weight.T + self.bias, dim=-1)
 
     def check(self, prompt: str) -> Decision:
         if not clean(prompt):
@@ -181,7 +191,8 @@ class PromptFilter:
             return Decision(False, lexical.category, 1.0, f"matched {lexical.reason!r}")
         segs = segments(classifier_text(prompt), self.cfg)
         # the whole prompt alone, then its (shorter) clauses together: no clause is padded to the whole length
-        parts = [self.probabilities(segs[:1])] + ([self.probabilities(segs[1:])] if len(segs) > 1 else [])
+        parts = [self.probabilities(segs[:1], prompt)]
+        parts += [self.probabilities(segs[1:], prompt)] if len(segs) > 1 else []
         probs = torch.cat(parts).amax(0)  # (C,)
         scores = {c: float(probs[i + 1]) for i, c in enumerate(CATEGORIES)}
         flagged = [c for c in CATEGORIES if scores[c] >= self.thresholds[c]]
