@@ -418,6 +418,8 @@ def test_a_name_only_mentioned_is_left_to_the_classifier(flt):
         "Einstein's equation written on a chalkboard",
         'a news ticker reading "Macron meets Merkel" on a blue screen, text only',
         "a street named after Martin Luther King on a rainy evening",
+        "an Adele song playing in an empty cafe",  # a name that is also an ordinary word
+        "Drake's new album spinning on a turntable",
     ]:
         assert lex.classify(prompt).category is None, prompt
     for prompt in [
@@ -425,6 +427,8 @@ def test_a_name_only_mentioned_is_left_to_the_classifier(flt):
         "a realistic video of Nelson Mandela reading his biography",
         "Lionel Messi wearing his number 10 jersey",
         'Emmanuel Macron holding a sign reading "vote"',
+        "Adele singing her new song on stage, realistic",
+        "the singer Drake with his album in his hands",
     ]:
         assert lex.classify(prompt).category == "real_people", prompt
 

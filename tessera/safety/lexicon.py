@@ -349,7 +349,7 @@ _QUOTED = re.compile(r'"[^"]+"|“[^”]+”|„[^“”]+[“”]|«[^»]+»|�
 def _only_mentioned(prompt: str, matches: list[Match]) -> bool:
     """Every listed name in the prompt names a thing of the person's (a song, a book, a jersey) or stands in
     quoted text (a headline on screen), not the person."""
-    names = {m.term for m in matches if m.group == "real_people"}
+    names = {m.term for m in matches if m.group in ("real_people", "real_people?")}
     if not names:
         return False
     outside = clean(_QUOTED.sub(" | ", prompt))
