@@ -115,6 +115,18 @@ def test_fast_jobs_run_on_the_student_with_its_own_sampling(server, tiny_checkpo
     assert Ledger().get(job["generation_id"]).record.settings["steps"] == 3
 
 
+def test_a_job_without_sampling_settings_samples_as_the_model_says(server, pipe, monkeypatch):
+    """steps, guidance and scheduler left out: the pipeline's own sampling (its checkpoint's), not a copy in the API."""
+    monkeypatch.setattr(pipe, "sampling", {"steps": 3, "guidance": 1.0})
+    job = {k: v for k, v in SMALL_JOB.items() if k not in ("steps", "guidance", "scheduler")}
+    r = server.client.post("/v1/videos", json=job, headers=server.alice)
+    assert r.status_code == 202, r.text
+    assert server.work()["state"] == "done"
+    done = server.client.get(f"/v1/jobs/{r.json()['id']}", headers=server.alice).json()
+    settings = Ledger().get(done["generation_id"]).record.settings
+    assert (settings["steps"], settings["guidance"]) == (3, 1.0) and done["progress"]["total"] == 3
+
+
 def test_a_key_sees_only_its_own_jobs_and_files(server):
     job = submit(server).json()
     server.work()

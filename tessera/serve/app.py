@@ -56,9 +56,9 @@ class VideoRequest(BaseModel):
     )
     fps: int | None = Field(None, ge=1, le=120)
     seed: int = Field(0, ge=0, le=2**63 - 1)
-    steps: int = Field(25, ge=1, le=200)
-    guidance: float = Field(4.0, ge=0, le=50)
-    scheduler: str = Field("euler", max_length=32)
+    steps: int | None = Field(None, ge=1, le=200, description="denoising steps; default: the model's (25)")
+    guidance: float | None = Field(None, ge=0, le=50, description="default: the model's (4; 1 = no guidance)")
+    scheduler: str | None = Field(None, max_length=32, description="solver; default: the model's (euler)")
     fast: bool = Field(
         False,
         description="use the few-step student when the server has one (501 when not); it samples with its own "
@@ -398,9 +398,9 @@ def _upload_routes(app: FastAPI, cfg: ServeConfig, validator: Validator, SubmitK
         ] = None,
         height: Annotated[int | None, Form(ge=1, le=8192)] = None,
         seed: Annotated[int, Form(ge=0, le=2**63 - 1)] = 0,
-        steps: Annotated[int, Form(ge=1, le=200)] = 25,
-        guidance: Annotated[float, Form(ge=0, le=50, allow_inf_nan=False)] = 4.0,
-        scheduler: Annotated[str, Form(max_length=32)] = "euler",
+        steps: Annotated[int | None, Form(ge=1, le=200)] = None,  # None: the model's own sampling
+        guidance: Annotated[float | None, Form(ge=0, le=50, allow_inf_nan=False)] = None,
+        scheduler: Annotated[str | None, Form(max_length=32)] = None,
         enhance: Annotated[bool, Form(description="rewrite the prompt into the model's caption style first")] = True,
     ) -> Job:
         """Queue an edit of an upload, as `tessera edit` does: extend, interpolate (with `file_b`),

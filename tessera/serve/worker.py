@@ -67,8 +67,8 @@ def _call_kwargs(params: dict) -> dict:
     fast = bool(params.get("fast"))
     return dict(
         negative_prompt=None if fast else params.get("negative_prompt"),
-        num_inference_steps=None if fast else params.get("steps", 25),
-        guidance_scale=None if fast else params.get("guidance", 4.0),
+        num_inference_steps=None if fast else params.get("steps"),  # None: the model's own (DEFAULT_SAMPLING)
+        guidance_scale=None if fast else params.get("guidance"),
         width=params.get("width"),
         height=params.get("height"),
         duration_s=params.get("duration_s"),
@@ -85,11 +85,11 @@ def check_request(pipe, params: dict) -> dict:
     """
     from tessera.schedulers import SCHEDULERS
 
-    steps = params.get("steps", 25)
-    if not 1 <= steps <= MAX_STEPS:
-        raise InputError(f"steps {steps} is outside 1–{MAX_STEPS} on this server; 25 is the default")
-    scheduler = params.get("scheduler") or "euler"
-    if scheduler not in SCHEDULERS:
+    steps = params.get("steps")
+    if steps is not None and not 1 <= steps <= MAX_STEPS:
+        raise InputError(f"steps {steps} is outside 1–{MAX_STEPS} on this server; leave it out for the model's default")
+    scheduler = params.get("scheduler")
+    if scheduler is not None and scheduler not in SCHEDULERS:
         raise InputError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(sorted(SCHEDULERS))}")
     req = pipe.check_request(params.get("prompt", ""), **_call_kwargs(params))
     enhanced = req.enhanced[0]
