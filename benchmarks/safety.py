@@ -32,9 +32,9 @@ from tessera.safety.train_filter import data_file, load_prompts
 
 # Test sets written after tuning, each as its own file. The first ("fresh") was seen while the filter was
 # retrained and now lies in the train/val splits of prompts.tsv, as do "fresh2" (split 60/20/20 in round 3),
-# "fresh3" (split 70/30 train/val in round 4) and "fresh4" (70/30 in round 5); "fresh5" is written after the
-# round-5 retraining.
-FRESH_SETS = ("fresh5",)
+# "fresh3" (split 70/30 train/val in round 4), "fresh4" (70/30 in round 5) and "fresh5" (70/30 in round 6); "fresh6"
+# is written after the round-6 retraining.
+FRESH_SETS = ("fresh6",)
 
 
 def _rate(hits: int, n: int) -> float | None:

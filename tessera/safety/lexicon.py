@@ -397,6 +397,16 @@ def load_rows() -> tuple[tuple[str, str, str], ...]:
 
 
 @cache
+def benign_words() -> frozenset[str]:
+    """Every word of the benign prompts in `data/prompts.tsv` (24 languages), as normalised.
+
+    Real words of some language: the lexicon does not read them as one-edit misspellings of a term
+    (Italian "forno" is not "porno", Polish "poranna" is not "proana")."""
+    rows = (line.split("\t") for line in _data("prompts.tsv"))
+    return frozenset(w for r in rows if len(r) > 1 and r[1] == "benign" for w in _tokens(clean(r[0])))
+
+
+@cache
 def allow_list() -> Lexicon:
     """The allow-listed phrases alone (see `Lexicon.without_allowed`)."""
     return Lexicon([r for r in load_rows() if r[0] == "allow"])

@@ -29,7 +29,7 @@ import torch
 
 from tessera.errors import UnsafePromptError
 from tessera.safety.concepts import Concepts
-from tessera.safety.lexicon import CATEGORIES, Lexicon, allow_list, load_rows
+from tessera.safety.lexicon import CATEGORIES, Lexicon, allow_list, benign_words, load_rows
 from tessera.safety.normalize import clean
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ class PromptFilter:
         self.encoder = text_encoder
         self.thresholds = dict(zip(CATEGORIES, t["thresholds"].tolist()))
         vocab = vocabulary(text_encoder)
-        self.lexicon = Lexicon(list(load_rows()), vocab)
+        self.lexicon = Lexicon(list(load_rows()), vocab | benign_words())
         self.concepts = Concepts(names, vocab)
 
     @classmethod
