@@ -52,6 +52,11 @@ IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # read with PIL; everything else
 TASKS = ("extend", "interpolate", "animate", "restyle", "inpaint")
 CHUNK_SEED_STEP = 0x9E3779B97F4A7C15  # chunk k of a long video draws its noise from seed + k × this (mod 2^64)
 GUIDE_LEVEL = 0.5  # a long video's windows are held at this noise level of its guide: layout and colour kept
+# Defaults of the tasks, shared with `check_task` so that a server checks what the task will do.
+DURATION_S = 2.0  # new seconds of extend, length of an interpolation or an animation
+CONTEXT_S = 1.0  # seconds of what exists that each chunk of a long video or an extension sees
+INTERPOLATE_CONTEXT_S = 0.5  # seconds of each end an interpolation keeps
+RESTYLE_STRENGTH = 0.6
 Media = str | Path | np.ndarray
 
 
@@ -244,7 +249,7 @@ def load(pipe: TesseraPipeline, media: Media, width: int | None = None, height: 
 
 
 def extend(
-    pipe: TesseraPipeline, video: Media, prompt: str, duration_s: float = 2.0, context_s: float = 1.0,
+    pipe: TesseraPipeline, video: Media, prompt: str, duration_s: float = DURATION_S, context_s: float = CONTEXT_S,
     backwards: bool = False, *, width: int | None = None, height: int | None = None, **settings,
 ) -> VideoOutput:  # fmt: skip
     """The input followed (backwards: preceded) by `duration_s` of new frames, as one video.
@@ -259,7 +264,8 @@ def extend(
 
 
 def interpolate(
-    pipe: TesseraPipeline, a: Media, b: Media, prompt: str, duration_s: float = 2.0, context_s: float = 0.5,
+    pipe: TesseraPipeline, a: Media, b: Media, prompt: str, duration_s: float = DURATION_S,
+    context_s: float = INTERPOLATE_CONTEXT_S,
     *, width: int | None = None, height: int | None = None, **settings,
 ) -> VideoOutput:  # fmt: skip
     """A clip of `duration_s` that starts with the end of `a` and ends with the start of `b` (images or videos)."""
@@ -273,7 +279,7 @@ def interpolate(
 
 
 def animate(
-    pipe: TesseraPipeline, image: Media, prompt: str, duration_s: float = 2.0,
+    pipe: TesseraPipeline, image: Media, prompt: str, duration_s: float = DURATION_S,
     *, width: int | None = None, height: int | None = None, **settings,
 ) -> VideoOutput:  # fmt: skip
     """A video of `duration_s` whose first frame is `image` (a video: its first frame)."""
@@ -283,7 +289,7 @@ def animate(
 
 
 def restyle(
-    pipe: TesseraPipeline, video: Media, prompt: str, strength: float = 0.6,
+    pipe: TesseraPipeline, video: Media, prompt: str, strength: float = RESTYLE_STRENGTH,
     *, width: int | None = None, height: int | None = None, **settings,
 ) -> VideoOutput:  # fmt: skip
     """The input re-rendered under `prompt`; strength: how much to change, in (0, 1)."""
@@ -314,8 +320,8 @@ def inpaint(
 
 
 def check_task(
-    pipe: TesseraPipeline, task: str, inputs: list[tuple[int, int, int]], *, duration_s: float = 2.0,
-    context_s: float | None = None, backwards: bool = False, strength: float = 0.6, box=None,
+    pipe: TesseraPipeline, task: str, inputs: list[tuple[int, int, int]], *, duration_s: float = DURATION_S,
+    context_s: float | None = None, backwards: bool = False, strength: float = RESTYLE_STRENGTH, box=None,
     from_s: float | None = None, to_s: float | None = None, width: int | None = None, height: int | None = None,
 ) -> tuple[int, int, float]:  # fmt: skip
     """What the task function `task` would refuse about these inputs, found without reading a pixel (InputError).
@@ -331,9 +337,11 @@ def check_task(
     frames, h0, w0 = inputs[0]
     w, h = output_size(pipe, w0, h0, width, height)
     if task == "extend":
-        _context_latents(pipe, 1.0 if context_s is None else context_s, pipe.window_frames(pipe.config.fps))
+        _context_latents(pipe, CONTEXT_S if context_s is None else context_s, pipe.window_frames(pipe.config.fps))
     if task == "interpolate":
-        _interpolation(pipe, frames, inputs[1][0], duration_s, 0.5 if context_s is None else context_s)
+        _interpolation(
+            pipe, frames, inputs[1][0], duration_s, INTERPOLATE_CONTEXT_S if context_s is None else context_s
+        )
     if task in ("extend", "interpolate", "animate"):
         return w, h, duration_s
     n = _trimmed(pipe, frames, task)
@@ -432,7 +440,7 @@ class Continuation:
 
     frames: np.ndarray
     backwards: bool = False
-    context_s: float = 1.0
+    context_s: float = CONTEXT_S
 
 
 def _context_latents(pipe: TesseraPipeline, context_s: float, window: int) -> int:
@@ -481,7 +489,7 @@ def _plan(length: int, want: int, m: int, step: int, window: int, backwards: boo
     return plan
 
 
-def chunk_joins(pipe: TesseraPipeline, frames: int, context_s: float = 1.0) -> list[int]:
+def chunk_joins(pipe: TesseraPipeline, frames: int, context_s: float = CONTEXT_S) -> list[int]:
     """The first new frame of every chunk after the first window of a `frames`-frame text-to-video."""
     window = pipe.window_frames(pipe.config.fps)
     m = _context_latents(pipe, context_s, window)

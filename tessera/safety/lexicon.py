@@ -331,10 +331,9 @@ class Lexicon:
         if {"weapon", "instruction", "make"} <= groups:
             groups.add("weapons")
             matches.append(Match("weapons", "instructions for a weapon", 0, 0))
+        # a statue of, a song by, a book about a public figure: the classifier decides
         if ("likeness" in groups or _only_mentioned(prompt, matches)) and not _REALISM.search(prompt):
-            groups.discard(
-                "real_people"
-            )  # a statue of, a song by, a book about a public figure: the classifier decides
+            groups.discard("real_people")
         elif "real_people" not in groups and (name := person_named(prompt, matches)):
             groups.add("real_people")
             matches.append(Match("real_people", name, 0, 0))

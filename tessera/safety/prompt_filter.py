@@ -113,11 +113,16 @@ def embed(encoder, texts: list[str], max_tokens: int, batch_size: int = 64) -> t
     return torch.stack(out)
 
 
-def features(encoder, texts: list[str], cfg: FilterConfig, concepts: np.ndarray | None = None) -> torch.Tensor:
-    """(B, D + ngram_dims + K) classifier input for already-normalised texts; `concepts` (B, K) as made by
-    `Concepts.vector` (K = 0 when None), each scaled by `cfg.concept_scale`."""
+def features(
+    encoder, texts: list[str], cfg: FilterConfig, concepts: Concepts | None = None, prompts: list[str] | None = None
+) -> torch.Tensor:
+    """(B, D + ngram_dims + K) classifier input for already-normalised texts: the embedding, the n-grams and
+    the K concepts each names (`concepts`, none when None), scaled by `cfg.concept_scale`. prompts: the raw
+    prompt of each text (default the text), whose Vietnamese and Thai concepts are read with their tones."""
     grams = torch.from_numpy(np.stack([char_ngrams(t, cfg) for t in texts]))  # (B, ngram_dims)
-    found = torch.from_numpy(np.zeros((len(texts), 0), np.float32) if concepts is None else concepts)  # (B, K)
+    k = len(concepts.names) if concepts is not None else 0
+    found = [concepts.vector(p, t) for p, t in zip(prompts or texts, texts)] if k else []
+    found = torch.from_numpy(np.stack(found) if found else np.zeros((len(texts), k), np.float32))  # (B, K)
     return torch.cat([embed(encoder, texts, cfg.max_tokens), grams, cfg.concept_scale * found], dim=1)
 
 
@@ -178,10 +183,9 @@ class PromptFilter:
         return _default()
 
     def probabilities(self, texts: list[str], prompt: str | None = None) -> torch.Tensor:
-        """(B, C) class probabilities for already-normalised texts (parts of `prompt`, when given: its
-        Vietnamese and Thai concepts are read with their tones)."""
-        found = np.stack([self.concepts.vector(prompt or t, t) for t in texts])  # (B, K)
-        return torch.softmax(features(self.encoder, texts, self.cfg, found) @ self.weight.T + self.bias, dim=-1)
+        """(B, C) class probabilities for already-normalised texts (parts of `prompt`, when given)."""
+        x = features(self.encoder, texts, self.cfg, self.concepts, [prompt] * len(texts) if prompt else None)
+        return torch.softmax(x @ self.weight.T + self.bias, dim=-1)
 
     def check(self, prompt: str) -> Decision:
         if not clean(prompt):

@@ -154,9 +154,7 @@ def train(encoder, rows: list[Row], cfg: FilterConfig | None = None) -> dict:
 
 def inputs(encoder, prompts: list[str], cfg: FilterConfig, concepts: Concepts) -> torch.Tensor:
     """(B, F) classifier input of whole prompts, as `PromptFilter.check` builds it for a short prompt."""
-    texts = [classifier_text(p) for p in prompts]
-    found = np.stack([concepts.vector(p, t) for p, t in zip(prompts, texts)])  # (B, K)
-    return features(encoder, texts, cfg, found)
+    return features(encoder, [classifier_text(p) for p in prompts], cfg, concepts, prompts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -467,15 +467,7 @@ def _verify_report(path: Path, frames) -> dict:
 
 
 SAMPLING_FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "scheduler", "enhance")
-EDIT_FIELDS = {  # the fields only some tasks take, and which
-    "strength": ("restyle",),
-    "box": ("inpaint",),
-    "start_s": ("inpaint",),
-    "end_s": ("inpaint",),
-    "duration_s": ("extend", "interpolate", "image_to_video"),
-    "context_s": ("extend",),
-    "backwards": ("extend",),
-}
+EDIT_FIELDS = worker.EDIT_FIELDS
 
 
 def _check_edit_fields(params: dict, has_file_b: bool) -> None:

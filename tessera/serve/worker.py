@@ -34,6 +34,16 @@ EDIT_TASKS = {  # the API's task names -> tessera.edit's
     "restyle": "restyle",
     "inpaint": "inpaint",
 }
+EDIT_FIELDS = {  # the fields only some tasks take, and which
+    "strength": ("restyle",),
+    "box": ("inpaint",),
+    "start_s": ("inpaint",),
+    "end_s": ("inpaint",),
+    "duration_s": ("extend", "interpolate", "image_to_video"),
+    "context_s": ("extend",),
+    "backwards": ("extend",),
+}
+_REGION_FIELDS = ("box", "start_s", "end_s")  # inpaint's: resolved to output pixels and seconds by check_edit
 
 
 class JobCancelled(Exception):
@@ -147,13 +157,12 @@ def check_edit(pipe, params: dict, files: list[Path]) -> dict:
 
 def _edit_kwargs(params: dict) -> dict:
     """The task's own arguments of an edit job, in tessera.edit's names; those not sent take the task's defaults."""
-    own = {
-        "extend": ("duration_s", "context_s", "backwards"),
-        "interpolate": ("duration_s",),
-        "image_to_video": ("duration_s",),
-        "restyle": ("strength",),
-    }.get(params["task"], ())
-    return {name: params[name] for name in own if params.get(name) is not None}
+    task = params["task"]
+    return {
+        name: params[name]
+        for name, tasks in EDIT_FIELDS.items()
+        if task in tasks and name not in _REGION_FIELDS and params.get(name) is not None
+    }
 
 
 def run_edit(pipe, params: dict, files: list[Path], out_path: Path, on_progress) -> dict:
