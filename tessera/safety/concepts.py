@@ -20,7 +20,7 @@ from importlib import resources
 
 import numpy as np
 
-from tessera.safety.lexicon import Lexicon, load_rows
+from tessera.safety.lexicon import Lexicon, allow_list, load_rows, without_toned
 from tessera.safety.normalize import clean
 
 
@@ -35,9 +35,12 @@ def concept_rows() -> tuple[tuple[str, str, str], ...]:
     return tuple(rows)
 
 
+ALLOWED = "allowed"  # the prompt names an allow-listed thing ("bath bomb", "killer whale"), cut from the text read
+
+
 def concept_names() -> tuple[str, ...]:
-    """Every concept, in the order of first appearance in the data file."""
-    return tuple(dict.fromkeys(r[0] for r in concept_rows()))
+    """Every concept, in the order of first appearance in the data file, then `ALLOWED`."""
+    return tuple(dict.fromkeys(r[0] for r in concept_rows())) + (ALLOWED,)
 
 
 class Concepts:
@@ -58,10 +61,15 @@ class Concepts:
         """The concepts named in `prompt`; `text` is its normalised reading if already made (default `clean`)."""
         if self.lexicon is None:
             return set()
-        matches = self.lexicon.find(clean(prompt) if text is None else text)
+        text = clean(prompt) if text is None else text
+        matches = without_toned(prompt, text, self.lexicon.find(text))
         if self.lexicon.accented:
             matches += self.lexicon.accented.find(clean(prompt, accents=True))
-        return {m.group for m in matches}
+        found = {m.group for m in matches}
+        if ALLOWED in self.index and allow_list().without_allowed(clean(prompt)) != clean(prompt):
+            # what is left of "how to make a bath bomb" reads like a weapons how-to; the feature says a thing was cut
+            found.add(ALLOWED)
+        return found
 
     def vector(self, prompt: str, text: str | None = None) -> np.ndarray:
         v = np.zeros(len(self.names), dtype=np.float32)

@@ -71,12 +71,31 @@ _REALISM = re.compile(
 _THING = (
     r"(?:songs?|albums?|tracks?|music|records?|vinyls?|playlist|books?|novels?|biograph(?:y|ies)|memoirs?|equations?|"
     r"theor(?:y|ies)|formulas?|quotes?|quotations?|jerseys?|shirts?|kits?|camisa|autographs?|signatures?|streets?|"
-    r"avenues?|boulevards?|airports?|stadiums?|bridges?|museums?|prize|award|foundation|concert tickets?)"
+    r"avenues?|boulevards?|airports?|stadiums?|bridges?|museums?|prize|award|foundation|(?:concert )?tickets?|names?|"
+    r"exhibits?|exhibitions?|letters|cassettes?|tapes?|cds?|bracelets?|houses?|homes?|birthplace|graves?|tombs?|ashram|"
+    r"cancion(?:es)?|chansons?|lied(?:er)?|musica|musique|canzon[ei]|livres?|libros?|libri|buch|bucher|biografias?|"
+    r"biographie|biografie|album|piosenk[aiey]|ksiazk[aiey]|sarki(?:si|lari)?|kitab[ia]?|lagu|bai hat|sach|"
+    r"песн[яиюе]|песни|книг[аиуе]|альбом|пісн[яіює]|книжк[аиу])"
 )
-_GAP = r"(?:\s+(?:number|no|\d+|new|latest|old|vintage|signed|famous|classic|first|hit|greatest|official|replica|do|da|de))*"
-_MENTION_AFTER = re.compile(rf"^(?:\s*'s|\s*s)?{_GAP}\s+{_THING}\b")
+# After a name in an unspaced script: its song, album, book or biography ("아이유 노래", "周杰伦的歌", "村上春樹の本").
+_THING_UNSPACED = re.compile(
+    r"^(?:의|の|的)?(?:노래|곡|앨범|음악|책|자서전|歌|曲|アルバム|本|伝記|专辑|專輯|音乐|音樂|传记|傳記|书|書)"
+)
+_GAP = (
+    r"(?:\s+(?:number|no|\d+|new|latest|old|vintage|signed|famous|classic|first|hit|greatest|official|replica|do|da|de|"
+    r"jr|sr|written|sung|recorded|composed))*"
+)
+_MENTION_AFTER = re.compile(
+    rf"^(?:\s*'s|\s*s)?{_GAP}\s+{_THING}\b"
+    # Hindi, as `clean` writes it: "X's song", "X's autobiography"
+    + r"|^\s+(?:का|की|के)\s+(?:"
+    + "|".join(clean(w) for w in "गाना गाने गीत आत्मकथा किताब जीवनी एल्बम".split())
+    + ")"
+)
 _MENTION_BEFORE = re.compile(
-    rf"\b(?:{_THING}{_GAP}\s+(?:of|about|by|from|do|da|de|del|di|von)|named after|in (?:honou?r|memory) of)\s*$"
+    rf"\b(?:{_THING}{_GAP}\s+(?:of|about|by|from|do|da|de|del|di|von)|named after|in (?:honou?r|memory) of|"
+    r"best of|reads|reading|the words|(?:bai hat|sach|tieu su|album) (?:cua|ve)|"
+    r"(?:שיר|שירים|ספר|ביוגרפיה|אלבום) (?:של|על))\s*$"
 )
 _CAPITALISED_NAME = re.compile(r"\b([A-Z][a-z]+)\s+((?:[A-Z][a-z]*\.?\s+)?[A-Z][a-z'\-]+)")
 
@@ -101,7 +120,7 @@ class LexicalResult:
         return ", ".join(dict.fromkeys(hits))
 
 
-def _tokens(text: str) -> list[str]:
+def tokenize(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
@@ -139,6 +158,21 @@ def _deletes(word: str) -> set[str]:
     return {word} | {word[:i] + word[i + 1 :] for i in range(len(word))}
 
 
+# Letters only Vietnamese writes: its words, stripped of their tones, collide with other languages' terms.
+_VIETNAMESE = re.compile("[ăâđêôơưạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ]", re.IGNORECASE)
+
+
+def without_toned(prompt: str, text: str, matches: list[Match]) -> list[Match]:
+    """The matches in `text` (a toneless reading of `prompt`) that are not made of Vietnamese words written with
+    tones: those are read by the tone-keeping terms alone ("nửa", half, stripped is Portuguese "nua", naked;
+    "sáng", morning, is French "sang", blood)."""
+    if not _VIETNAMESE.search(prompt):
+        return matches
+    toned = {t for w in prompt.split() if clean(w) != clean(w, accents=True) for t in tokenize(clean(w))}
+    toks = tokenize(text)
+    return [m for m in matches if m.start < 0 or not set(toks[m.start : m.end]) <= toned]
+
+
 class Lexicon:
     """Terms by group; `find(prompt)` returns the matches, `classify(prompt)` the category.
 
@@ -168,7 +202,7 @@ class Lexicon:
         if any(w.endswith("-") for w in term.split()):
             self._add_stem(group, term)
             return
-        toks = tuple(_tokens(norm))
+        toks = tuple(tokenize(norm))
         variants = {toks, (("".join(toks)),)} if len(toks) > 1 else {toks}
         for v in variants:
             for key in _forms(v[0]):
@@ -193,7 +227,7 @@ class Lexicon:
         A stem that starts the term needs `MIN_STEM` letters; one after a fixed or stemmed word, 3 ("замен- лиц-")."""
         entry: list[str] = []
         for word in term.split():
-            toks = _tokens(clean(word.rstrip("-"), accents=self.accents))
+            toks = tokenize(clean(word.rstrip("-"), accents=self.accents))
             if word.endswith("-"):
                 need = 3 if entry or len(toks) > 1 else MIN_STEM
                 if not toks or len(squeeze(toks[-1])) < need:
@@ -208,16 +242,16 @@ class Lexicon:
         for k in _forms(key):
             index.setdefault(squeeze(k.rstrip("-")), []).append((tuple(entry), group, term))
 
-    @staticmethod
-    def _same(word: str, term: str) -> bool:
-        return any(Lexicon._same_word(w, t) for w in _bare(word) for t in _forms(term))
+    def _same(self, word: str, term: str) -> bool:
+        return any(self._same_word(w, t) for w in _bare(word) for t in _forms(term))
 
-    @staticmethod
-    def _same_word(word: str, term: str) -> bool:
-        if term.endswith("-"):
-            return squeeze(word).startswith(squeeze(term[:-1]))
+    def _same_word(self, word: str, term: str) -> bool:
         if word == term:
             return True
+        if word in self.vocabulary and len(word) < len(term.rstrip("-")):
+            return False  # a real word shorter than the term is another word, not it stretched ("shot" is not "shoot")
+        if term.endswith("-"):
+            return squeeze(word).startswith(squeeze(term[:-1]))
         if "*" in word and len(word) == len(term):
             return all(a == b or a == "*" for a, b in zip(word, term))
         sq = squeeze(term)
@@ -262,7 +296,7 @@ class Lexicon:
 
     def find(self, text: str) -> list[Match]:
         """All matches in one normalised text, allow-listed phrases removed, nested matches dropped."""
-        toks = _tokens(text)
+        toks = tokenize(text)
         found: list[Match] = []
         for i in range(len(toks)):
             found += [Match(g, t, i, i + n) for n, g, t in self._phrase_at(toks, i)]
@@ -317,7 +351,7 @@ class Lexicon:
     def classify(self, prompt: str) -> LexicalResult:
         """The category the terms alone decide, from every normalised reading of the prompt."""
         views = {clean(prompt, "i"), clean(prompt, "l"), clean(prompt, article=False)}
-        matches = [m for v in views for m in self.find(v)]
+        matches = [m for v in views for m in without_toned(prompt, v, self.find(v))]
         if self.accented:
             matches += self.accented.find(clean(prompt, accents=True))
         groups = {m.group for m in matches}
@@ -355,8 +389,9 @@ def _only_mentioned(prompt: str, matches: list[Match]) -> bool:
     text = clean(prompt)
     for name in names:
         n = clean(name)
-        if _UNSPACED.search(n):  # names in unspaced scripts: only the quoted-text rule
-            if n.replace(" ", "") in outside.replace(" ", ""):
+        if _UNSPACED.search(n):  # names in unspaced scripts: a thing of theirs written right after the name
+            hay, key = outside.replace(" ", ""), n.replace(" ", "")
+            if any(not _THING_UNSPACED.match(hay[m.end() :]) for m in re.finditer(re.escape(key), hay)):
                 return False
             continue
         pattern = rf"(?<!\w){re.escape(n)}(?!\w)"
@@ -402,7 +437,7 @@ def benign_words() -> frozenset[str]:
     Real words of some language: the lexicon does not read them as one-edit misspellings of a term
     (Italian "forno" is not "porno", Polish "poranna" is not "proana")."""
     rows = (line.split("\t") for line in _data("prompts.tsv"))
-    return frozenset(w for r in rows if len(r) > 1 and r[1] == "benign" for w in _tokens(clean(r[0])))
+    return frozenset(w for r in rows if len(r) > 1 and r[1] == "benign" for w in tokenize(clean(r[0])))
 
 
 @cache
@@ -422,7 +457,7 @@ def person_named(prompt: str, matches: list[Match]) -> str | None:
     names = [m.term for m in matches if m.group == "real_people"]
     if names:
         return names[0]
-    words = set(_tokens(clean(prompt)))
+    words = set(tokenize(clean(prompt)))
     ambiguous = [m.term for m in matches if m.group == "real_people?"]
     if ambiguous and words & _PERSON_CUES:
         return ambiguous[0]

@@ -29,7 +29,7 @@ import torch
 
 from tessera.errors import UnsafePromptError
 from tessera.safety.concepts import Concepts
-from tessera.safety.lexicon import CATEGORIES, Lexicon, allow_list, benign_words, load_rows
+from tessera.safety.lexicon import CATEGORIES, LexicalResult, Lexicon, allow_list, benign_words, load_rows
 from tessera.safety.normalize import clean
 
 log = logging.getLogger(__name__)
@@ -142,8 +142,9 @@ def segments(text: str, cfg: FilterConfig) -> list[str]:
 
 
 def vocabulary(encoder) -> frozenset[str]:
-    """Whole English words the encoder's tokenizer knows: the lexicon does not read these as misspellings."""
-    return frozenset(w for w in encoder.tokenizer.get_vocab() if w.isalpha())
+    """Known words, never read as misspellings of a term: whole English words the encoder's tokenizer
+    knows, and the words of the labelled benign prompts in 24 languages (`lexicon.benign_words`)."""
+    return frozenset(w for w in encoder.tokenizer.get_vocab() if w.isalpha()) | benign_words()
 
 
 class PromptFilter:
@@ -175,7 +176,7 @@ class PromptFilter:
         self.encoder = text_encoder
         self.thresholds = dict(zip(CATEGORIES, t["thresholds"].tolist()))
         vocab = vocabulary(text_encoder)
-        self.lexicon = Lexicon(list(load_rows()), vocab | benign_words())
+        self.lexicon = Lexicon(list(load_rows()), vocab)
         self.concepts = Concepts(names, vocab)
 
     @classmethod
@@ -187,17 +188,24 @@ class PromptFilter:
         x = features(self.encoder, texts, self.cfg, self.concepts, [prompt] * len(texts) if prompt else None)
         return torch.softmax(x @ self.weight.T + self.bias, dim=-1)
 
-    def check(self, prompt: str) -> Decision:
-        if not clean(prompt):
-            return Decision(True, None, 0.0, "empty prompt")  # nothing to refuse; the caller reports it as bad input
+    def scores(self, prompt: str) -> tuple[LexicalResult, torch.Tensor | None]:
+        """The lexicon's result, and when it decides nothing the classifier's (C,) probabilities as `check`
+        compares them with the thresholds: the highest of the whole prompt's and its clauses'."""
         lexical = self.lexicon.classify(prompt)
         if lexical.category:
-            return Decision(False, lexical.category, 1.0, f"matched {lexical.reason!r}")
+            return lexical, None
         segs = segments(classifier_text(prompt), self.cfg)
         # the whole prompt alone, then its (shorter) clauses together: no clause is padded to the whole length
         parts = [self.probabilities(segs[:1], prompt)]
         parts += [self.probabilities(segs[1:], prompt)] if len(segs) > 1 else []
-        probs = torch.cat(parts).amax(0)  # (C,)
+        return lexical, torch.cat(parts).amax(0)
+
+    def check(self, prompt: str) -> Decision:
+        if not clean(prompt):
+            return Decision(True, None, 0.0, "empty prompt")  # nothing to refuse; the caller reports it as bad input
+        lexical, probs = self.scores(prompt)
+        if probs is None:
+            return Decision(False, lexical.category, 1.0, f"matched {lexical.reason!r}")
         scores = {c: float(probs[i + 1]) for i, c in enumerate(CATEGORIES)}
         flagged = [c for c in CATEGORIES if scores[c] >= self.thresholds[c]]
         if not flagged:

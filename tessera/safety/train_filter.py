@@ -2,10 +2,10 @@
 
 Reads `data/prompts.tsv` (text, category, split, kind), adds one misspelled copy of every training
 prompt (seeded by the prompt itself), fits a multinomial logistic regression (L-BFGS in float64
-from zeros, so the result is deterministic), picks each category's threshold on the validation
-split, and writes `prompt_filter.safetensors` with the data's SHA-256 in its metadata.
+from zeros, so the result is deterministic), picks the categories' thresholds on the validation
+split (`choose_thresholds`), and writes `prompt_filter.safetensors` with the data's SHA-256 in its metadata.
 
-The settings (L2 1e-4, benign class weighted 3x, a false positive costing 10 misses when picking
+The first settings (L2 1e-4, benign class weighted 3x, a false positive costing 10 misses when picking
 thresholds) were chosen on the validation split from L2 {1e-4, 3e-4, 1e-3} x benign weight {2, 3} x
 false-positive cost {6, 10}: the lowest validation false-positive rate (0.009) at the highest recall
 (0.995); the test split and the fresh sets were not used to choose them.
@@ -19,6 +19,14 @@ FPR 0.029 there (cost 17.5: 0.968, 0.026); pairs of concepts as further features
 Round 6 (7,079 prompts: fresh5 folded in 70/30, 240 English how-tos and idioms) kept the concepts; with
 the new data the cost was chosen again on validation from {6, 8, 10, 12.5, 15}: 10 (recall 0.974, FPR
 0.034; 12.5: 0.967, 0.027; 15: 0.958, 0.022), favouring recall, the larger gap on fresh5.
+Round 7 (9,188 prompts: fresh6 folded in 70/30, 707 benign prompts naming protected groups, sport and
+idiom senses and mentioned names, 557 unsafe ones, in English and 21 languages) changes how thresholds are
+chosen: on what `check` compares (the highest of the prompt's and its clauses' scores, prompts the lexicon
+refuses counted as refused) and for all categories together against the overall rates, the median over
+30 bootstrap resamples of the validation split. The cost was chosen by training without fresh6 and
+scoring fresh6 with thresholds chosen on validation as here: cost 1.0 recall
+0.984, FPR 0.036; 1.25 to 1.6: 0.979, 0.028; 1.7: 0.973, 0.022; 2.0: 0.963, 0.017 (hate 0.913). 1.5 is
+in the middle of the range that meets both targets there; then fresh6 was folded in and the filter retrained.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import argparse
 import hashlib
 import json
 import logging
+import tempfile
 import zlib
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -34,12 +43,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from tessera.safety.concepts import Concepts, concept_names
 from tessera.safety.lexicon import CATEGORIES
 from tessera.safety.prompt_filter import (
     CLASSES,
     FilterConfig,
+    PromptFilter,
     classifier_text,
     features,
     vocabulary,
@@ -47,6 +58,8 @@ from tessera.safety.prompt_filter import (
 )
 
 log = logging.getLogger(__name__)
+FP_COST = 1.5  # a refused benign prompt's share weighs 1.5x a missed unsafe one's (chosen on fresh6, see above)
+RESAMPLES = 30  # bootstrap resamples of the validation split the thresholds are the median of
 _KEYS = "qwertyuiopasdfghjklzxcvbnm"
 
 
@@ -111,21 +124,63 @@ def fit(
     return w.detach().float(), b.detach().float()
 
 
-def choose_thresholds(probs: torch.Tensor, labels: list[str], fp_cost: float = 10.0) -> dict[str, float]:
-    """Per category, the threshold on the validation split that minimises missed + fp_cost * false-positive rate.
+def validation_scores(flt: PromptFilter, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """What `check` compares with the thresholds, per prompt: (N,) True where the lexicon alone refuses, and
+    (N, C) the classifier's probabilities (highest of the prompt's and its clauses'; 0 where the lexicon decided)."""
+    lexical = np.zeros(len(prompts), dtype=bool)
+    probs = np.zeros((len(prompts), len(CLASSES)), dtype=np.float32)
+    for i, prompt in enumerate(prompts):
+        result, p = flt.scores(prompt)
+        lexical[i] = p is None and result.category is not None
+        if p is not None:
+            probs[i] = p.numpy()
+    return lexical, probs
 
-    probs (N, C). Among equally good thresholds the middle one is taken, leaving margin on both sides.
+
+def choose_thresholds(
+    probs: np.ndarray,
+    lexical: np.ndarray,
+    labels: list[str],
+    fp_cost: float = FP_COST,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The seven thresholds that minimise, on the validation split, the share of unsafe prompts let through
+    plus `fp_cost` times the share of benign prompts refused: the two figures the filter is measured by.
+
+    probs (N, C) and lexical (N,) from `validation_scores`. A prompt is refused when any category reaches
+    its threshold, so the thresholds are chosen together (`_descend`). One split's best thresholds swing
+    with a handful of prompts (violence 0.25 on one version of the data, 0.42 on the next), so each is the
+    median over `resamples` bootstrap resamples of the split (seeded: the same data gives the same result).
     """
+    labels_arr = np.array(labels)
+    rng = np.random.default_rng(seed)
+    picks = (
+        [np.arange(len(labels))]
+        if resamples <= 1
+        else [rng.integers(0, len(labels), len(labels)) for _ in range(resamples)]
+    )
+    chosen = np.array([_descend(probs[i], lexical[i], labels_arr[i] != "benign", fp_cost) for i in picks])
+    return {c: float(np.round(np.median(chosen[:, k]), 3)) for k, c in enumerate(CATEGORIES)}
+
+
+def _descend(probs: np.ndarray, lexical: np.ndarray, unsafe: np.ndarray, fp_cost: float, sweeps: int = 4) -> np.ndarray:
+    """(K,) thresholds minimising missed rate + fp_cost * false-positive rate: coordinate descent from 0.5, each
+    threshold in turn over a grid of 0.01, `sweeps` rounds; among equally good values the middle one."""
     grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
-    benign = np.array([lab == "benign" for lab in labels])
-    out = {}
-    for k, c in enumerate(CATEGORIES):
-        p = probs[:, k + 1].numpy()
-        pos = np.array([lab == c for lab in labels])
-        cost = [np.mean(p[pos] < t) + fp_cost * np.mean(p[benign] >= t) for t in grid]
-        best = np.flatnonzero(np.isclose(cost, min(cost)))
-        out[c] = float(grid[best[len(best) // 2]])
-    return out
+    p = probs[:, 1:]  # (N, K) refusal categories only
+
+    def cost(t: np.ndarray) -> float:
+        refused = lexical | (p >= t).any(1)
+        return float(np.mean(~refused[unsafe]) + fp_cost * np.mean(refused[~unsafe]))
+
+    t = np.full(len(CATEGORIES), 0.5)
+    for _ in range(sweeps):
+        for k in range(len(CATEGORIES)):
+            costs = np.array([cost(np.concatenate([t[:k], [g], t[k + 1 :]])) for g in grid])
+            best = np.flatnonzero(np.isclose(costs, costs.min()))
+            t[k] = grid[best[len(best) // 2]]
+    return t
 
 
 def data_digest(rows: list[Row]) -> str:
@@ -140,15 +195,20 @@ def train(encoder, rows: list[Row], cfg: FilterConfig | None = None) -> dict:
     prompts = [r.text for r in train_rows] + [misspell(r.text) for r in train_rows]
     y = torch.tensor([CLASSES.index(r.category) for r in train_rows] * 2)
     w, b = fit(inputs(encoder, prompts, cfg, concepts), y)
-    val = [r for r in rows if r.split == "val"]
-    probs = torch.softmax(inputs(encoder, [r.text for r in val], cfg, concepts) @ w.T + b, dim=-1)
-    thresholds = choose_thresholds(probs, [r.category for r in val])
-    tensors = {"weight": w.contiguous(), "bias": b, "thresholds": torch.tensor([thresholds[c] for c in CATEGORIES])}
+    tensors = {"weight": w.contiguous(), "bias": b, "thresholds": torch.full((len(CATEGORIES),), 0.5)}
     meta = {k: str(v) for k, v in asdict(cfg).items()} | {
         "classes": ",".join(CLASSES),
         "concepts": ",".join(concepts.names),
         "data_sha256": data_digest(rows),
     }
+    with tempfile.TemporaryDirectory() as tmp:  # the thresholds are chosen on what the whole filter reads
+        path = Path(tmp) / "prompt_filter.safetensors"
+        save_file(tensors, str(path), metadata=meta)
+        flt = PromptFilter(encoder, weights=path)
+    val = [r for r in rows if r.split == "val"]
+    lexical, probs = validation_scores(flt, [r.text for r in val])
+    thresholds = choose_thresholds(probs, lexical, [r.category for r in val])
+    tensors["thresholds"] = torch.tensor([thresholds[c] for c in CATEGORIES])
     return {"tensors": tensors, "metadata": meta, "thresholds": thresholds}
 
 
@@ -158,8 +218,6 @@ def inputs(encoder, prompts: list[str], cfg: FilterConfig, concepts: Concepts) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    from safetensors.torch import save_file
-
     from tessera.models.text import TextEncoder
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
