@@ -32,9 +32,8 @@ from tessera.safety.train_filter import data_file, load_prompts
 
 # Test sets written after tuning, each as its own file. The first ("fresh") was seen while the filter was
 # retrained and now lies in the train/val splits of prompts.tsv, as do "fresh2" (split 60/20/20 in round 3),
-# "fresh3" (split 70/30 train/val in round 4), "fresh4" (70/30 in round 5), "fresh5" (70/30 in round 6) and "fresh6"
-# (70/30 in round 7); "fresh7" is written after the round-6 retraining and scored once with round 7.
-FRESH_SETS = ("fresh7",)
+# "fresh3" to "fresh7" (70/30 train/val in rounds 4 to 8); "fresh8" is written after the round-8 retraining.
+FRESH_SETS = ("fresh8",)
 
 
 def _rate(hits: int, n: int) -> float | None:

@@ -20,7 +20,7 @@ from importlib import resources
 
 import numpy as np
 
-from tessera.safety.lexicon import Lexicon, allow_list, load_rows, without_toned
+from tessera.safety.lexicon import Lexicon, allow_list, foreign_words, load_rows, without_toned
 from tessera.safety.normalize import clean
 
 
@@ -62,7 +62,7 @@ class Concepts:
         if self.lexicon is None:
             return set()
         text = clean(prompt) if text is None else text
-        matches = without_toned(prompt, text, self.lexicon.find(text))
+        matches = without_toned(prompt, text, self.lexicon.find(text, foreign_words(prompt)))
         if self.lexicon.accented:
             matches += self.lexicon.accented.find(clean(prompt, accents=True))
         found = {m.group for m in matches}

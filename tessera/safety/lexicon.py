@@ -54,6 +54,9 @@ _AGE = re.compile(
     rf"|\b(?:girl|boy|child|kid|student|pupil|daughter|son)s?\s*(?:of|aged?|,)\s*{_N}\b"  # "a girl of twelve"
     rf"|\b(?:aged?|under|who(?:'s| is| are| was| were))\s+{_N}\b"  # "aged 13", "under 16", "who is 13"
     r"(?!\s*(?:minutes?|seconds?|hours?|days?|weeks?|months?|people|men|women|adults|percent|%|feet|meters|metres))"
+    # "10 ans", "9 años", "12 Jahre", "8 лет", "10岁", "9살", "12歳" (after normalisation)
+    r"|(?<!\d)(\d{1,2})\s*(?:ans|anos|anni|jahre|jahren|jaar|jaren|lat|let|лет|года|год|рокiв|років|yasinda|yasindaki|"
+    r"tahun|tuoi|岁|歲|歳|才|살|세)(?!\w)"
 )
 _PERSON_CUES = frozenset(
     """president senator politician minister chancellor governor mayor candidate king queen prince princess pope
@@ -73,6 +76,7 @@ _THING = (
     r"theor(?:y|ies)|formulas?|quotes?|quotations?|jerseys?|shirts?|kits?|camisa|autographs?|signatures?|streets?|"
     r"avenues?|boulevards?|airports?|stadiums?|bridges?|museums?|prize|award|foundation|(?:concert )?tickets?|names?|"
     r"exhibits?|exhibitions?|letters|cassettes?|tapes?|cds?|bracelets?|houses?|homes?|birthplace|graves?|tombs?|ashram|"
+    r"presentations?|slideshows?|lessons?|reports?|essays?|"
     r"cancion(?:es)?|chansons?|lied(?:er)?|musica|musique|canzon[ei]|livres?|libros?|libri|buch|bucher|biografias?|"
     r"biographie|biografie|album|piosenk[aiey]|ksiazk[aiey]|sarki(?:si|lari)?|kitab[ia]?|lagu|bai hat|sach|"
     r"песн[яиюе]|песни|книг[аиуе]|альбом|пісн[яіює]|книжк[аиу])"
@@ -94,7 +98,7 @@ _MENTION_AFTER = re.compile(
 )
 _MENTION_BEFORE = re.compile(
     rf"\b(?:{_THING}{_GAP}\s+(?:of|about|by|from|do|da|de|del|di|von)|named after|in (?:honou?r|memory) of|"
-    r"best of|reads|reading|the words|(?:bai hat|sach|tieu su|album) (?:cua|ve)|"
+    r"best of|reads|reading|the words|dress(?:es|ed|ing)? up as|dressed as|costumes? of|(?:bai hat|sach|tieu su|album) (?:cua|ve)|"
     r"(?:שיר|שירים|ספר|ביוגרפיה|אלבום) (?:של|על))\s*$"
 )
 _CAPITALISED_NAME = re.compile(r"\b([A-Z][a-z]+)\s+((?:[A-Z][a-z]*\.?\s+)?[A-Z][a-z'\-]+)")
@@ -160,6 +164,16 @@ def _deletes(word: str) -> set[str]:
 
 # Letters only Vietnamese writes: its words, stripped of their tones, collide with other languages' terms.
 _VIETNAMESE = re.compile("[ăâđêôơưạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ]", re.IGNORECASE)
+
+
+# Letters the languages of one-edit matching (`FUZZY`) never write: a word with one (Turkish "şahin", falcon;
+# Polish "łza") belongs to another language and is not read as a misspelled term ("sarin").
+_FOREIGN_LETTER = re.compile("[şğıąęłńśźżřčěůňťďľĺŕőűășțøåæðþđėīūāēģķļņšž]", re.IGNORECASE)
+
+
+def foreign_words(prompt: str) -> frozenset[str]:
+    """The normalised words of `prompt` written with a letter of a language outside `FUZZY`."""
+    return frozenset(t for w in prompt.split() if _FOREIGN_LETTER.search(w) for t in tokenize(clean(w)))
 
 
 def without_toned(prompt: str, text: str, matches: list[Match]) -> list[Match]:
@@ -248,8 +262,8 @@ class Lexicon:
     def _same_word(self, word: str, term: str) -> bool:
         if word == term:
             return True
-        if word in self.vocabulary and len(word) < len(term.rstrip("-")):
-            return False  # a real word shorter than the term is another word, not it stretched ("shot" is not "shoot")
+        if word in self.vocabulary:  # a known word is itself, not a term stretched or squeezed ("shot" is not
+            return term.endswith("-") and word.startswith(term[:-1])  # "shoot", German "Jäger" is not "Jagger")
         if term.endswith("-"):
             return squeeze(word).startswith(squeeze(term[:-1]))
         if "*" in word and len(word) == len(term):
@@ -275,8 +289,19 @@ class Lexicon:
                 found.append((n, group, term))
         return found
 
-    def _fuzzy_at(self, word: str) -> list[tuple[str, str]]:
-        if len(word) < 4 or word in self.vocabulary or word in self.words or not word.isalpha():
+    def _known(self, word: str) -> bool:
+        """A word of some language, not a misspelling: listed, or an English inflection of a listed word that is
+        not itself a term ("kites" is not "kikes"; "nakeds" is still read as "naked")."""
+        if word in self.vocabulary or word in self.words:
+            return True
+        for suffix in ("s", "es", "ed", "d", "ing", "er", "ers"):
+            stem = word[: -len(suffix)]
+            if word.endswith(suffix) and len(stem) >= 3 and stem in self.vocabulary and stem not in self.words:
+                return True
+        return False
+
+    def _fuzzy_at(self, word: str, foreign: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+        if len(word) < 4 or not word.isalpha() or word in foreign or self._known(word):
             return []
         sq = squeeze(word)
         out = {}
@@ -294,13 +319,15 @@ class Lexicon:
                 out.append(name)
         return out
 
-    def find(self, text: str) -> list[Match]:
-        """All matches in one normalised text, allow-listed phrases removed, nested matches dropped."""
+    def find(self, text: str, foreign: frozenset[str] = frozenset()) -> list[Match]:
+        """All matches in one normalised text, allow-listed phrases removed, nested matches dropped.
+
+        `foreign`: words never matched one edit away (`foreign_words`)."""
         toks = tokenize(text)
         found: list[Match] = []
         for i in range(len(toks)):
             found += [Match(g, t, i, i + n) for n, g, t in self._phrase_at(toks, i)]
-            found += [Match(g, t, i, i + 1) for g, t in self._fuzzy_at(toks[i])]
+            found += [Match(g, t, i, i + 1) for g, t in self._fuzzy_at(toks[i], foreign)]
             if i + 1 < len(toks):
                 found += [Match("real_people", t, i, i + 2) for t in self._name_at(toks[i], toks[i + 1])]
             if i + 1 < len(toks) and min(len(toks[i]), len(toks[i + 1])) <= 3:
@@ -351,7 +378,8 @@ class Lexicon:
     def classify(self, prompt: str) -> LexicalResult:
         """The category the terms alone decide, from every normalised reading of the prompt."""
         views = {clean(prompt, "i"), clean(prompt, "l"), clean(prompt, article=False)}
-        matches = [m for v in views for m in without_toned(prompt, v, self.find(v))]
+        foreign = foreign_words(prompt)
+        matches = [m for v in views for m in without_toned(prompt, v, self.find(v, foreign))]
         if self.accented:
             matches += self.accented.find(clean(prompt, accents=True))
         groups = {m.group for m in matches}
@@ -360,8 +388,8 @@ class Lexicon:
             groups.add("sexual")  # nudity outside a named work of art (a statue, a painting) is refused
             for m in matches:
                 m.group = "sexual" if m.group == "nude" else m.group
-        if minor and groups & {"sexual", "violence"}:
-            groups.add("minors")
+        if minor and groups & {"sexual", "violence", "suggestive"}:
+            groups.add("minors")  # "suggestive": a thong, twerking, a sexy pose; refused only when a child is named
         if {"weapon", "instruction", "make"} <= groups:
             groups.add("weapons")
             matches.append(Match("weapons", "instructions for a weapon", 0, 0))
@@ -396,7 +424,9 @@ def _only_mentioned(prompt: str, matches: list[Match]) -> bool:
             continue
         pattern = rf"(?<!\w){re.escape(n)}(?!\w)"
         if not re.search(pattern, outside):
-            continue
+            if re.search(pattern, text):
+                continue  # only inside quotes
+            return False  # matched in another form ("путина", "لمحمد صلاح", "A n g e l a"): read as shown
         found = list(re.finditer(pattern, text))
         if not found or not all(
             _MENTION_AFTER.match(text[m.end() :]) or _MENTION_BEFORE.search(text[: m.start()]) for m in found

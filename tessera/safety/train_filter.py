@@ -27,6 +27,9 @@ refuses counted as refused) and for all categories together against the overall 
 scoring fresh6 with thresholds chosen on validation as here: cost 1.0 recall
 0.984, FPR 0.036; 1.25 to 1.6: 0.979, 0.028; 1.7: 0.973, 0.022; 2.0: 0.963, 0.017 (hate 0.913). 1.5 is
 in the middle of the range that meets both targets there; then fresh6 was folded in and the filter retrained.
+Round 8 (11,038 prompts: fresh7 folded in 70/30, 580 benign near-misses and 421 unsafe prompts) checked the
+cost the same way on fresh7 (trained without it): 1.25 and 1.5 recall 0.973, FPR 0.043; 1.75: 0.964, 0.043;
+so 1.5 was kept.
 """
 
 from __future__ import annotations
