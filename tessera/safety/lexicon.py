@@ -17,6 +17,7 @@ with their accents and tone marks kept, which carry the meaning there ("tự t�
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -54,9 +55,12 @@ _AGE = re.compile(
     rf"|\b(?:girl|boy|child|kid|student|pupil|daughter|son)s?\s*(?:of|aged?|,)\s*{_N}\b"  # "a girl of twelve"
     rf"|\b(?:aged?|under|who(?:'s| is| are| was| were))\s+{_N}\b"  # "aged 13", "under 16", "who is 13"
     r"(?!\s*(?:minutes?|seconds?|hours?|days?|weeks?|months?|people|men|women|adults|percent|%|feet|meters|metres))"
-    # "10 ans", "9 años", "12 Jahre", "8 лет", "10岁", "9살", "12歳" (after normalisation)
-    r"|(?<!\d)(\d{1,2})\s*(?:ans|anos|anni|jahre|jahren|jaar|jaren|lat|let|лет|года|год|рокiв|років|yasinda|yasindaki|"
-    r"tahun|tuoi|岁|歲|歳|才|살|세)(?!\w)"
+)
+# An age in digits in other languages, read in the prompt as written (lower case, NFKC): "10 ans", "9 años",
+# "12 Jahre", "8 лет", "9 років", "10 yaşında", "8 tuổi", "10岁", "9살", "12歳".
+_AGE_WORLD = re.compile(
+    r"(?<!\d)(\d{1,2})\s*(?:(?:ans|años|anos|anni|jahre|jahren|jaar|jaren|lat|let|лет|года|год|років|роки|рік|"
+    r"yaşında|yaşındaki|tahun|tuổi|ετών|χρονών|שנים|سال|سنة|سنوات|साल|वर्ष)(?!\w)|岁|歲|歳|才|살|세|ปี)"
 )
 _PERSON_CUES = frozenset(
     """president senator politician minister chancellor governor mayor candidate king queen prince princess pope
@@ -383,7 +387,7 @@ class Lexicon:
         if self.accented:
             matches += self.accented.find(clean(prompt, accents=True))
         groups = {m.group for m in matches}
-        minor = "minor" in groups or any(_is_minor_age(v) for v in views)
+        minor = "minor" in groups or any(_is_minor_age(v) for v in views) or _is_minor_age_written(prompt)
         if "nude" in groups and (not groups & {"art", "likeness"} or minor):
             groups.add("sexual")  # nudity outside a named work of art (a statue, a painting) is refused
             for m in matches:
@@ -442,6 +446,11 @@ def _is_minor_age(text: str) -> bool:
         if age < 18:
             return True
     return False
+
+
+def _is_minor_age_written(prompt: str) -> bool:
+    """An age under 18 in digits with another language's word for years, in the prompt as written."""
+    return any(int(m.group(1)) < 18 for m in _AGE_WORLD.finditer(unicodedata.normalize("NFKC", prompt).lower()))
 
 
 def _data(name: str) -> list[str]:
