@@ -417,7 +417,7 @@ def test_vietnamese_words_with_tones_are_not_other_languages_terms(flt):
     assert flt.lexicon.classify("một cô gái khỏa thân").category == "sexual"
 
 
-def test_a_real_word_shorter_than_a_term_is_not_the_term_stretched(flt):
+def test_a_known_word_is_not_a_term_stretched_or_squeezed(flt):
     """Squeezing repeated letters finds "shoooting", but "shot" (of espresso) is its own word, not "shoot"."""
     assert "shoot" not in flt.concepts.found("a shot of espresso being pulled from a machine")
     for prompt in ["a man shooting a gun at a crowd", "a man shoooting at people"]:

@@ -61,12 +61,13 @@ class Concepts:
         """The concepts named in `prompt`; `text` is its normalised reading if already made (default `clean`)."""
         if self.lexicon is None:
             return set()
-        text = clean(prompt) if text is None else text
+        cleaned = clean(prompt)
+        text = cleaned if text is None else text
         matches = without_toned(prompt, text, self.lexicon.find(text, foreign_words(prompt)))
         if self.lexicon.accented:
             matches += self.lexicon.accented.find(clean(prompt, accents=True))
         found = {m.group for m in matches}
-        if ALLOWED in self.index and allow_list().without_allowed(clean(prompt)) != clean(prompt):
+        if ALLOWED in self.index and allow_list().without_allowed(cleaned) != cleaned:
             # what is left of "how to make a bath bomb" reads like a weapons how-to; the feature says a thing was cut
             found.add(ALLOWED)
         return found

@@ -266,8 +266,9 @@ class Lexicon:
     def _same_word(self, word: str, term: str) -> bool:
         if word == term:
             return True
-        if word in self.vocabulary:  # a known word is itself, not a term stretched or squeezed ("shot" is not
-            return term.endswith("-") and word.startswith(term[:-1])  # "shoot", German "Jäger" is not "Jagger")
+        if word in self.vocabulary:
+            # a known word is itself, not a term stretched or squeezed ("shot" is not "shoot", "Jäger" not "Jagger")
+            return term.endswith("-") and word.startswith(term[:-1])
         if term.endswith("-"):
             return squeeze(word).startswith(squeeze(term[:-1]))
         if "*" in word and len(word) == len(term):

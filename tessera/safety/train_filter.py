@@ -133,9 +133,10 @@ def validation_scores(flt: PromptFilter, prompts: list[str]) -> tuple[np.ndarray
     lexical = np.zeros(len(prompts), dtype=bool)
     probs = np.zeros((len(prompts), len(CLASSES)), dtype=np.float32)
     for i, prompt in enumerate(prompts):
-        result, p = flt.scores(prompt)
-        lexical[i] = p is None and result.category is not None
-        if p is not None:
+        _, p = flt.scores(prompt)  # p is None exactly when the lexicon refuses
+        if p is None:
+            lexical[i] = True
+        else:
             probs[i] = p.numpy()
     return lexical, probs
 
