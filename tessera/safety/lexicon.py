@@ -56,6 +56,11 @@ _AGE = re.compile(
     rf"|\b(?:aged?|under|who(?:'s| is| are| was| were))\s+{_N}\b"  # "aged 13", "under 16", "who is 13"
     r"(?!\s*(?:minutes?|seconds?|hours?|days?|weeks?|months?|people|men|women|adults|percent|%|feet|meters|metres))"
 )
+# A school grade below the last two ("a 6th grader", "7th-grade student", "grade 4 pupils", "a fifth grader").
+_GRADE = re.compile(
+    r"\b(?:(?:[1-9]|10)(?:st|nd|rd|th)|first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth)\s*grade(?:rs?)?\b"
+    r"|\bgrade\s*(?:[1-9]|10)\s+(?:students?|pupils?|girls?|boys?|kids?|class)\b"
+)
 # An age in digits in other languages, read in the prompt as written (lower case, NFKC): "10 ans", "9 años",
 # "12 Jahre", "8 лет", "9 років", "10 yaşında", "8 tuổi", "10岁", "9살", "12歳".
 _AGE_WORLD = re.compile(
@@ -388,7 +393,8 @@ class Lexicon:
         if self.accented:
             matches += self.accented.find(clean(prompt, accents=True))
         groups = {m.group for m in matches}
-        minor = "minor" in groups or any(_is_minor_age(v) for v in views) or _is_minor_age_written(prompt)
+        raw = unicodedata.normalize("NFKC", prompt).lower()  # "14yo": cleaning reads digits beside letters as leetspeak
+        minor = "minor" in groups or any(_is_minor_age(v) for v in (*views, raw)) or _is_minor_age_written(raw)
         if "nude" in groups and (not groups & {"art", "likeness"} or minor):
             groups.add("sexual")  # nudity outside a named work of art (a statue, a painting) is refused
             for m in matches:
@@ -441,6 +447,8 @@ def _only_mentioned(prompt: str, matches: list[Match]) -> bool:
 
 
 def _is_minor_age(text: str) -> bool:
+    if _GRADE.search(text):
+        return True
     for m in _AGE.finditer(text):
         n = next(g for g in m.groups() if g)
         age = int(n) if n.isdigit() else _NUMBER_WORDS.index(n) + 1
@@ -449,9 +457,9 @@ def _is_minor_age(text: str) -> bool:
     return False
 
 
-def _is_minor_age_written(prompt: str) -> bool:
-    """An age under 18 in digits with another language's word for years, in the prompt as written."""
-    return any(int(m.group(1)) < 18 for m in _AGE_WORLD.finditer(unicodedata.normalize("NFKC", prompt).lower()))
+def _is_minor_age_written(raw: str) -> bool:
+    """An age under 18 in digits with another language's word for years, in the prompt as written (NFKC, lower case)."""
+    return any(int(m.group(1)) < 18 for m in _AGE_WORLD.finditer(raw))
 
 
 def _data(name: str) -> list[str]:
