@@ -274,10 +274,8 @@ def test_retraining_reproduces_the_decisions():
     flt = PromptFilter.default()
     rows = load_prompts()
     result = train(flt.encoder, rows)
-    fresh = PromptFilter.__new__(PromptFilter)
-    fresh.__dict__.update(flt.__dict__)
-    fresh.weight, fresh.bias = result["tensors"]["weight"], result["tensors"]["bias"]
-    fresh.thresholds = result["thresholds"]
+    fresh = PromptFilter.from_tensors(result["tensors"], result["metadata"], flt.encoder)
+    assert fresh.thresholds == pytest.approx(result["thresholds"])
     val = [r.text for r in rows if r.split == "val"]
     assert [fresh.check(t).allowed for t in val] == [flt.check(t).allowed for t in val]
 

@@ -161,8 +161,19 @@ class PromptFilter:
         path = Path(weights) if weights else weights_path()
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
+        self._build(load_file(str(path)), meta, text_encoder)
+
+    @classmethod
+    def from_tensors(
+        cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str], text_encoder=None
+    ) -> PromptFilter:
+        """A filter from weights in memory, as `train_filter.train` returns them, without writing a file."""
+        flt = cls.__new__(cls)
+        flt._build(tensors, metadata, text_encoder)
+        return flt
+
+    def _build(self, t: dict[str, torch.Tensor], meta: dict[str, str], text_encoder) -> None:
         self.cfg = FilterConfig(**{k: type(v)(meta[k]) for k, v in asdict(FilterConfig()).items() if k in meta})
-        t = load_file(str(path))
         self.weight, self.bias = t["weight"], t["bias"]  # (C, F), (C,)
         names = tuple(n for n in meta.get("concepts", "").split(",") if n)
         self.embed_dim = embed_dim = self.weight.shape[1] - self.cfg.ngram_dims - len(names)

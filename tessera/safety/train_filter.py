@@ -42,7 +42,6 @@ import argparse
 import hashlib
 import json
 import logging
-import tempfile
 import zlib
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -209,10 +208,7 @@ def train(encoder, rows: list[Row], cfg: FilterConfig | None = None) -> dict:
         "concepts": ",".join(concepts.names),
         "data_sha256": data_digest(rows),
     }
-    with tempfile.TemporaryDirectory() as tmp:  # the thresholds are chosen on what the whole filter reads
-        path = Path(tmp) / "prompt_filter.safetensors"
-        save_file(tensors, str(path), metadata=meta)
-        flt = PromptFilter(encoder, weights=path)
+    flt = PromptFilter.from_tensors(tensors, meta, encoder)  # the thresholds are chosen on what the whole filter reads
     val = [r for r in rows if r.split == "val"]
     lexical, probs = validation_scores(flt, [r.text for r in val])
     thresholds = choose_thresholds(probs, lexical, [r.category for r in val])
