@@ -393,8 +393,7 @@ class Lexicon:
         if self.accented:
             matches += self.accented.find(clean(prompt, accents=True))
         groups = {m.group for m in matches}
-        raw = unicodedata.normalize("NFKC", prompt).lower()  # "14yo": cleaning reads digits beside letters as leetspeak
-        minor = "minor" in groups or any(_is_minor_age(v) for v in (*views, raw)) or _is_minor_age_written(raw)
+        minor = "minor" in groups or _names_a_child_by_number(views, unicodedata.normalize("NFKC", prompt).lower())
         if "nude" in groups and (not groups & {"art", "likeness"} or minor):
             groups.add("sexual")  # nudity outside a named work of art (a statue, a painting) is refused
             for m in matches:
@@ -446,19 +445,17 @@ def _only_mentioned(prompt: str, matches: list[Match]) -> bool:
     return True
 
 
-def _is_minor_age(text: str) -> bool:
-    if _GRADE.search(text):
+def _names_a_child_by_number(views: set[str], raw: str) -> bool:
+    """An age under 18 or a school grade below the last two, in a normalised reading (`views`) or in the prompt as
+    written (`raw`: NFKC, lower case). Cleaning reads "14yo" as leetspeak and writes "8 лет" in Latin look-alikes,
+    so an age glued to its unit and the other languages' words for years are read as written."""
+    texts = (*views, raw)
+    if any(_GRADE.search(t) for t in texts):
         return True
-    for m in _AGE.finditer(text):
+    for m in (m for t in texts for m in _AGE.finditer(t)):
         n = next(g for g in m.groups() if g)
-        age = int(n) if n.isdigit() else _NUMBER_WORDS.index(n) + 1
-        if age < 18:
+        if (int(n) if n.isdigit() else _NUMBER_WORDS.index(n) + 1) < 18:
             return True
-    return False
-
-
-def _is_minor_age_written(raw: str) -> bool:
-    """An age under 18 in digits with another language's word for years, in the prompt as written (NFKC, lower case)."""
     return any(int(m.group(1)) < 18 for m in _AGE_WORLD.finditer(raw))
 
 
