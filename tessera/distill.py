@@ -1,18 +1,27 @@
-"""A few-step student distilled from a teacher by rectified-flow reflow, guidance included.
+"""A few-step student distilled from a teacher, guidance included: trajectory matching or reflow.
 
-Recipe (Liu et al. 2022, "Flow Straight and Fast"; InstaFlow, Liu et al. 2023, for text):
+Recipe (`method`):
 
-1. *Pairs.* For prompts of the shapes-world grammar (seen combinations only, so the
-   held-out ones stay held out), draw noise and run the teacher's ODE with classifier-free
-   guidance (`teacher_scheduler`, `teacher_steps`, `guidance`) to a latent x0. The pair
-   (noise, x0) is one sample of the teacher's guided noise-to-data coupling.
-2. *Reflow.* Starting from the teacher's weights, train the student with the flow loss
-   on the straight line x_t = (1 - t)·x0 + t·noise, target noise - x0, conditioned on the
-   prompt only. The student learns the guided flow (so it needs no guidance at sampling
-   time) and, because the coupling is deterministic, a straighter one, which Euler follows
-   in a few steps. Half of the training times are the student's own Euler grid times.
+1. *Teacher paths.* For prompts of the shapes-world grammar (seen combinations only, so
+   the held-out ones stay held out), draw noise and run the teacher's ODE with
+   classifier-free guidance (`teacher_scheduler`, `teacher_steps`, `guidance`) to a latent
+   x0. The teacher's grid is the student's grid with every interval cut into
+   `teacher_steps / student_steps` steps, so its states at the student's call times are
+   kept too: a path noise = S_0, S_1, ..., S_K = x0 for a K-step student.
+2. *Training*, starting from the teacher's weights, conditioned on the prompt only (the
+   student needs no guidance at sampling time):
+   - `trajectory` (default; Luhman & Luhman 2021 and the multi-step "piecewise" students of
+     LCM / Hyper-SD / TDD, here as a direct regression): at call time t_k the student sees
+     the teacher's state S_k and learns the velocity whose Euler step lands on S_{k+1}. For
+     a share of the samples (`own_states`) the input is the student's own Euler step from
+     S_{k-1} instead, and the target leads from there back to S_{k+1}, so it learns to
+     correct its own errors rather than meeting them for the first time when it samples.
+     The loss is measured where it matters, in the state after the step (weight Δt²).
+   - `reflow` (Liu et al. 2022, "Flow Straight and Fast"; InstaFlow): the flow loss on the
+     straight line between noise and x0 (half of the times on the student's grid); the
+     deterministic coupling gives a straighter flow, which Euler follows in a few steps.
 3. *Save.* A generation checkpoint (the teacher's VAE + the student's EMA DiT) whose
-   metadata says how to sample it (`sampling`: scheduler, steps, guidance 1), and its
+   metadata says how to sample it (`sampling`: Euler, K steps, guidance 1), and its
    shipping form (`pack_student`): the DiT in int8 beside the teacher's file for the VAE.
 
 Steps 1 and 2 write as they go (`OUT/pairs/`, `OUT/state.safetensors`): a stopped run,
@@ -47,7 +56,9 @@ log = logging.getLogger(__name__)
 class StudentConfig:
     """What `tessera distill` runs; sizes in pixels, duration in seconds."""
 
-    pairs: int = 1024  # teacher (noise, latent) pairs
+    pairs: int = 1024  # teacher paths (noise, states at the student's times, latent)
+    method: str = "trajectory"  # or "reflow" (see the module docstring)
+    own_states: float = 0.5  # trajectory: share of samples (k >= 1) that start from the student's own step
     teacher_scheduler: str = "dpm++2m"
     teacher_steps: int = 12
     guidance: float = 4.0
@@ -94,7 +105,10 @@ def sampling_shift(cfg: ModelConfig, shape: tuple[int, int, int, int]) -> float:
 def teacher_pairs(
     teacher: DiT, text: TextEncoder, cfg: ModelConfig, sc: StudentConfig, folder: Path | None = None
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """({noise, x0} each (P, C, T', H', W'): noise and the teacher's guided sample from it, prompt i for pair i), prompts.
+    """({noise, x0} each (P, C, T', H', W'), inner (P, K - 1, C, T', H', W')), prompts.
+
+    noise and the teacher's guided sample x0 from it, and the teacher's states at the K-step
+    student's inner call times (K = `student_steps`); prompt i belongs to pair i.
 
     With `folder`, each batch of pairs is written there as it is made (`pairs-{start:06d}.safetensors`)
     and read back on a re-run, so a stopped run resumes where it was. The noise of a batch
@@ -105,15 +119,17 @@ def teacher_pairs(
     shift = sampling_shift(cfg, shape)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
+    k_steps, every = sc.student_steps, teacher_substeps(sc)
     noise = torch.empty((sc.pairs, *shape))
     x0 = torch.empty_like(noise)
+    inner = torch.empty((sc.pairs, k_steps - 1, *shape))
     for i in range(0, sc.pairs, sc.batch):
         n = min(sc.batch, sc.pairs - i)
         path = None if folder is None else folder / f"pairs-{i:06d}.safetensors"
         if path is not None and path.is_file():
             saved, _, _ = checkpoint.load(path)
-            if saved["noise"].shape == (n, *shape):
-                noise[i : i + n], x0[i : i + n] = saved["noise"], saved["x0"]
+            if saved["noise"].shape == (n, *shape) and saved.get("inner", noise[:0]).shape == (n, k_steps - 1, *shape):
+                noise[i : i + n], x0[i : i + n], inner[i : i + n] = saved["noise"], saved["x0"], saved["inner"]
                 continue
         g = torch.Generator().manual_seed(sc.seed * 1_000_003 + i)
         noise[i : i + n] = torch.randn((n, *shape), generator=g)
@@ -123,14 +139,32 @@ def teacher_pairs(
             velocity = guided_velocity(teacher, cond, uncond, sc.guidance)
             sched = get_scheduler(sc.teacher_scheduler)
             sched.set_timesteps(sc.teacher_steps, shift)
+            if len(sched.timesteps) != sc.teacher_steps:
+                raise ValueError(
+                    f"teacher scheduler {sc.teacher_scheduler!r} calls the model {len(sched.timesteps)} times in "
+                    f"{sc.teacher_steps} steps; the student's states need one call per step (euler, dpm++2m)"
+                )
             x = noise[i : i + n]
-            for t in sched.timesteps:
+            for j, t in enumerate(sched.timesteps):
                 x = sched.step(velocity(x, t.expand(x.shape[0])), t, x)
+                if (j + 1) % every == 0 and (j + 1) // every < k_steps:  # at the student's call time t_{(j+1)/every}
+                    inner[i : i + n, (j + 1) // every - 1] = x.float()
         x0[i : i + n] = x.float()
         if path is not None:
-            checkpoint.save(path, {"noise": noise[i : i + n], "x0": x0[i : i + n]}, {}, kind="distill_pairs")
-        log.info("teacher pairs %d/%d", i + n, sc.pairs)
-    return {"noise": noise, "x0": x0}, prompts
+            part = {"noise": noise[i : i + n], "x0": x0[i : i + n], "inner": inner[i : i + n]}
+            checkpoint.save(path, part, {}, kind="distill_pairs")
+        log.info("teacher paths %d/%d", i + n, sc.pairs)
+    return {"noise": noise, "x0": x0, "inner": inner}, prompts
+
+
+def teacher_substeps(sc: StudentConfig) -> int:
+    """Teacher steps per student step: the teacher's grid holds the student's call times."""
+    if sc.teacher_steps % sc.student_steps:
+        raise ValueError(
+            f"teacher steps {sc.teacher_steps} are not a multiple of the student's {sc.student_steps}; "
+            f"try {sc.student_steps * max(1, round(sc.teacher_steps / sc.student_steps))}"
+        )
+    return sc.teacher_steps // sc.student_steps
 
 
 @torch.no_grad()
@@ -154,7 +188,53 @@ def student_error(
     return err / n
 
 
-def reflow(
+def reflow_batch(pairs: dict, grid: torch.Tensor, sc: StudentConfig, g: torch.Generator):
+    """One reflow batch: rows, and a loss function of the student (x_t on the straight line noise -> x0)."""
+    rows = torch.randint(0, len(pairs["x0"]), (sc.batch,), generator=g)
+    on_grid = grid[torch.randint(0, len(grid) - 1, (sc.batch,), generator=g)]
+    t = torch.where(torch.rand(sc.batch, generator=g) < 0.5, on_grid, torch.rand(sc.batch, generator=g))
+
+    def loss(student, cond: dict) -> torch.Tensor:
+        return flow_loss(student, pairs["x0"][rows], cond, t.clamp(1e-3, 1.0), pairs["noise"][rows])
+
+    return rows, loss
+
+
+def trajectory_batch(pairs: dict, grid: torch.Tensor, sc: StudentConfig, g: torch.Generator):
+    """One trajectory-matching batch: rows, and a loss function of the student.
+
+    Sample i is at call k (time grid[k]) in the teacher's state S_k, or, with probability
+    `own_states` when k >= 1, in the student's own Euler step from S_{k-1}; its target is the
+    velocity whose Euler step lands on S_{k+1}. Loss: squared error of the next state, i.e. of
+    the velocity times Δt_k, normalised by the mean Δt² so its scale matches the flow loss.
+    """
+    rows = torch.randint(0, len(pairs["x0"]), (sc.batch,), generator=g)
+    k = torch.randint(0, len(grid) - 1, (sc.batch,), generator=g)
+    own = (torch.rand(sc.batch, generator=g) < sc.own_states) & (k >= 1)
+    path = torch.cat([pairs["noise"][:, None], pairs["inner"], pairs["x0"][:, None]], dim=1)  # (P, K + 1, ...)
+    dt = grid[1:] - grid[:-1]  # (K,) negative: time runs from 1 to 0
+    weight = dt**2 / (dt**2).mean()
+
+    def loss(student, cond: dict) -> torch.Tensor:
+        x = path[rows, k].clone()  # (B, C, T', H', W') S_k
+        if own.any():  # the student's step from S_{k-1}, without gradient
+            i = own.nonzero().squeeze(1)
+            prev = path[rows[i], k[i] - 1]
+            with torch.no_grad():
+                v_prev = student(prev, grid[k[i] - 1], **{n: c[i] for n, c in cond.items()})
+            x[i] = prev + dt[k[i] - 1].view(-1, 1, 1, 1, 1) * v_prev.float()
+        target = (path[rows, k + 1] - x) / dt[k].view(-1, 1, 1, 1, 1)
+        pred = student(x, grid[k], **cond)
+        err = (pred.float() - target).pow(2).mean(dim=(1, 2, 3, 4))  # (B,)
+        return (err * weight[k]).mean()
+
+    return rows, loss
+
+
+BATCHES = {"trajectory": trajectory_batch, "reflow": reflow_batch}
+
+
+def train_dit(
     teacher: DiT,
     pairs: dict,
     prompts: list[str],
@@ -163,17 +243,20 @@ def reflow(
     sc: StudentConfig,
     state_path: Path | None = None,
 ):
-    """Train a copy of the teacher on the straight lines between the pairs; returns (student EMA, losses).
+    """Train a copy of the teacher with `sc.method`'s batches; returns (student EMA, losses).
 
     With `state_path`, weights, EMA, optimiser and random state are saved every `sc.save_every`
     steps (`tessera.training.state`), and a re-run resumes from the last save.
     """
     from tessera.training.state import TrainState
 
+    if sc.method not in BATCHES:
+        raise ValueError(f"distillation method {sc.method!r} is unknown; choose one of {', '.join(BATCHES)}")
+    make_batch = BATCHES[sc.method]
     student = copy.deepcopy(teacher).train().requires_grad_(True)
     opt = torch.optim.AdamW(student.parameters(), lr=sc.lr, weight_decay=0.0)
     ema = [p.detach().clone() for p in student.parameters()]
-    grid = time_grid(sc.student_steps, sampling_shift(cfg, tuple(pairs["noise"].shape[1:])))[:-1]  # its call times
+    grid = time_grid(sc.student_steps, sampling_shift(cfg, tuple(pairs["noise"].shape[1:])))  # (K + 1,) 1 -> 0
     e = text(prompts)
     g = torch.Generator().manual_seed(sc.seed + 1)
     state = TrainState(state_path) if state_path is not None else None
@@ -182,12 +265,9 @@ def reflow(
         g.set_state(state.tensors["rng.distill"])
     losses = [float(v) for v in state.tensors.get("losses", torch.empty(0)).tolist()] if start else []
     for step in range(start, sc.steps):
-        rows = torch.randint(0, len(prompts), (sc.batch,), generator=g)
-        on_grid = grid[torch.randint(0, len(grid), (sc.batch,), generator=g)]
-        t = torch.where(torch.rand(sc.batch, generator=g) < 0.5, on_grid, torch.rand(sc.batch, generator=g))
-        cond = e[rows].as_kwargs()
+        rows, batch_loss = make_batch(pairs, grid, sc, g)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = flow_loss(student, pairs["x0"][rows], cond, t.clamp(1e-3, 1.0), pairs["noise"][rows])
+            loss = batch_loss(student, e[rows].as_kwargs())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
@@ -208,7 +288,7 @@ def reflow(
 
 
 def train_student(teacher_path: str | Path, out: str | Path, sc: StudentConfig) -> dict:
-    """The whole recipe: teacher checkpoint -> pairs -> reflow -> `out/student.safetensors`; returns a summary."""
+    """The whole recipe: teacher checkpoint -> paths -> training -> `out/student.safetensors`; returns a summary."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tensors, config, meta = checkpoint.load(teacher_path)
@@ -222,7 +302,7 @@ def train_student(teacher_path: str | Path, out: str | Path, sc: StudentConfig) 
     torch.manual_seed(sc.seed)
     pairs, prompts = teacher_pairs(teacher, text, cfg, sc, folder=out / "pairs")
     before = student_error(teacher, pairs, prompts, text, cfg, sc)
-    student, losses = reflow(teacher, pairs, prompts, text, cfg, sc, state_path=out / "state.safetensors")
+    student, losses = train_dit(teacher, pairs, prompts, text, cfg, sc, state_path=out / "state.safetensors")
     after = student_error(student, pairs, prompts, text, cfg, sc)
     sampling = {"scheduler": "euler", "steps": sc.student_steps, "guidance": 1.0}
     name = f"{meta.get('name', Path(teacher_path).stem)}-student{sc.student_steps}"

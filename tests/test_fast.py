@@ -177,7 +177,7 @@ def test_student_recipe_resumes_after_a_kill_with_the_same_result(tiny_checkpoin
 
     def cmd(out):
         c = [sys.executable, "-m", "tessera", "distill", "--teacher", str(tiny_checkpoint), "--out", str(out)]
-        c += ["--pairs", "8", "--teacher-steps", "2", "--distill-steps", "40", "--distill-batch", "4"]
+        c += ["--pairs", "8", "--teacher-steps", "4", "--distill-steps", "40", "--distill-batch", "4"]
         return c + ["--save-every", "5", "--width", "128", "--height", "128", "--duration-s", "1"]
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -231,3 +231,73 @@ def test_cli_generate_int8_and_fast(tiny_checkpoint, tmp_path, capsys, monkeypat
     captured = capsys.readouterr()
     assert f"{FAST_STEPS} steps" in captured.err  # no student for this checkpoint: the solver at fewer steps
     assert probe(out)["frames"] == 9
+
+
+def test_trajectory_targets_land_on_the_teachers_states():
+    """On straight teacher paths into x0 = 0 (S_k = t_k · noise) the exact velocity is x / t: its loss is zero,
+    from the teacher's states and from the student's own previous step alike; any other velocity costs."""
+    from tessera.distill import StudentConfig, trajectory_batch
+    from tessera.schedulers import time_grid
+
+    sc = StudentConfig(pairs=6, student_steps=4, batch=16, own_states=0.5)
+    grid = time_grid(4, 3.0)  # (5,) 1 -> 0
+    noise = torch.randn(6, 2, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    inner = torch.stack([noise * t for t in grid[1:-1]], dim=1)  # (6, 3, ...) the states at the inner call times
+    pairs = {"noise": noise, "x0": torch.zeros_like(noise), "inner": inner}
+    cond = {"text_tokens": torch.zeros(16, 1, 1)}
+
+    def exact(x, t, text_tokens):
+        assert x.shape[0] == text_tokens.shape[0] == t.shape[0]
+        return x / t.view(-1, 1, 1, 1, 1)
+
+    for seed in range(4):
+        _, loss = trajectory_batch(pairs, grid, sc, torch.Generator().manual_seed(seed))
+        assert loss(exact, cond).item() < 1e-10
+        assert loss(lambda x, t, text_tokens: 1.1 * exact(x, t, text_tokens), cond).item() > 1e-3
+
+
+def test_teacher_paths_keep_the_states_at_the_students_call_times(tiny_checkpoint):
+    from tessera.distill import StudentConfig, latent_shape, sampling_shift, teacher_pairs
+    from tessera.models.text import TextEncoder
+
+    tensors, config, _ = checkpoint.load(tiny_checkpoint)
+    cfg = model_config_from_dict(config)
+    teacher = DiT(cfg.dit)
+    teacher.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "dit").items()})
+    teacher.eval()
+    text = TextEncoder(cfg.text)
+    sc = StudentConfig(
+        pairs=2, batch=2, teacher_scheduler="euler", teacher_steps=4, student_steps=2, guidance=1.0,
+        height_px=128, width_px=128, duration_s=1.0,
+    )  # fmt: skip
+    pairs, prompts = teacher_pairs(teacher, text, cfg, sc)
+    assert pairs["inner"].shape == (2, 1, *pairs["noise"].shape[1:])
+    # the same Euler run, stopped after 2 of its 4 steps: the student's call time t_1
+    sched = get_scheduler("euler")
+    sched.set_timesteps(4, sampling_shift(cfg, latent_shape(cfg, sc)))
+    velocity = guided_velocity(teacher, text(prompts), text(prompts), 1.0)
+    x, states = pairs["noise"], []
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for t in sched.timesteps:
+            x = sched.step(velocity(x, t.expand(2)), t, x)
+            states.append(x.float())
+    dist = [(s - pairs["inner"][:, 0]).abs().max().item() for s in states]
+    assert dist[1] < 2e-3 and min(dist[0], dist[2]) > 20 * dist[1], dist  # equal up to bf16 batching noise
+    assert torch.allclose(states[-1], pairs["x0"], atol=2e-3)
+    with pytest.raises(ValueError, match="not a multiple"):
+        teacher_pairs(teacher, text, cfg, StudentConfig(pairs=2, teacher_steps=6, student_steps=4))
+    with pytest.raises(ValueError, match="one call per step"):
+        teacher_pairs(
+            teacher,
+            text,
+            cfg,
+            StudentConfig(
+                pairs=2,
+                teacher_scheduler="heun",
+                teacher_steps=4,
+                student_steps=2,
+                height_px=128,
+                width_px=128,
+                duration_s=1.0,
+            ),
+        )

@@ -3,6 +3,7 @@ progress bar on stderr."""
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from pathlib import Path
@@ -118,3 +119,25 @@ def progress(desc: str):
             bar.close()
 
     return update
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Log lines to whatever sys.stderr is at the time (stdout is the JSON channel)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def log_to_stderr() -> None:
+    """tessera's INFO log lines (progress of long commands) to stderr, once."""
+    logger = logging.getLogger("tessera")
+    if not logger.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)

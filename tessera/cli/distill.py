@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from tessera.cli.common import UsageError
+from tessera.cli.common import UsageError, log_to_stderr
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
@@ -22,6 +22,14 @@ def cmd_distill(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--student-steps {args.student_steps} is outside 1..8; a few-step student samples in 1 to 8 steps"
         )
+    if args.teacher_steps % args.student_steps:
+        k = args.student_steps
+        raise UsageError(
+            f"--teacher-steps {args.teacher_steps} is not a multiple of --student-steps {k}: the teacher's grid "
+            f"must hold the student's call times; try --teacher-steps {k * max(1, round(args.teacher_steps / k))}"
+        )
+    if not 0.0 <= args.own_states <= 1.0:
+        raise UsageError(f"--own-states {args.own_states} is a share of samples, between 0 and 1")
     for name in ("pairs", "distill_steps", "distill_batch", "teacher_steps", "save_every"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1")
@@ -31,7 +39,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
                 f"{name} {v} is not a multiple of 32 (VAE 16 x patch 2); try {max(32, round(v / 32) * 32)}"
             )
     sc = StudentConfig(
-        pairs=args.pairs, teacher_scheduler=args.teacher_scheduler, teacher_steps=args.teacher_steps,
+        pairs=args.pairs, method=args.method, own_states=args.own_states, teacher_scheduler=args.teacher_scheduler, teacher_steps=args.teacher_steps,
         guidance=args.guidance, steps=args.distill_steps, batch=args.distill_batch, lr=args.distill_lr,
         student_steps=args.student_steps, height_px=args.height, width_px=args.width,
         duration_s=args.duration_s, seed=args.seed, save_every=args.save_every,
@@ -45,16 +53,25 @@ def cmd_distill(args: argparse.Namespace) -> int:
         packed = pack_student(student, args.teacher or bundled_path(), Path(args.out) / "student-int8.safetensors")
         print(json.dumps({"compact": str(packed)}))
         return 0
+    log_to_stderr()  # progress lines on stderr; stdout stays the JSON summary
     summary = train_student(args.teacher or bundled_path(), args.out, sc)
     print(json.dumps(summary))
     return 0
 
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("distill", help="few-step student of a generation checkpoint (reflow, guidance distilled in)")
+    s = sub.add_parser("distill", help="few-step student of a generation checkpoint (guidance distilled in)")
     s.add_argument("--out", required=True, help="folder for the pairs, the state and the student checkpoint")
     s.add_argument("--teacher", default=None, help="generation checkpoint to distil (default: the bundled model)")
-    s.add_argument("--pairs", type=int, default=1024, help="teacher (noise, sample) pairs")
+    s.add_argument("--pairs", type=int, default=1024, help="teacher paths (noise, states, sample)")
+    s.add_argument(
+        "--method", choices=("trajectory", "reflow"), default="trajectory",
+        help="trajectory: land on the teacher's state at each of the student's steps; reflow: straight lines",
+    )  # fmt: skip
+    s.add_argument(
+        "--own-states", type=float, default=0.5,
+        help="trajectory: share of samples that start from the student's own previous step",
+    )  # fmt: skip
     s.add_argument("--teacher-scheduler", default="dpm++2m")
     s.add_argument("--teacher-steps", type=int, default=12)
     s.add_argument("--guidance", type=float, default=4.0, help="teacher guidance, distilled into the student")

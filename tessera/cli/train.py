@@ -12,12 +12,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tessera.cli.common import UsageError
+from tessera.cli.common import UsageError, log_to_stderr
 from tessera.cli.flags import add_config_flags, given
 from tessera.config import ModelConfig
 from tessera.training.config import (
@@ -28,27 +26,6 @@ from tessera.training.config import (
     check_vae_train,
 )
 from tessera.training.recipes import RECIPES, Recipe, get
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Log lines to whatever sys.stderr is at the time (stdout is the JSON channel)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value) -> None:
-        pass
-
-
-def _log_to_stderr() -> None:
-    logger = logging.getLogger("tessera")
-    if not logger.handlers:
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
 
 
 def _stages(stage: str | None, recipe: Recipe | None, args: argparse.Namespace) -> tuple[str, ...]:
@@ -142,7 +119,7 @@ def plan(args: argparse.Namespace) -> Plan:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    _log_to_stderr()
+    log_to_stderr()
     if args.recipe == "list":
         print(json.dumps([{"name": r.name, "stages": r.stages, "summary": r.summary} for r in RECIPES.values()]))
         return 0
