@@ -170,6 +170,18 @@ def test_student_recipe_runs_end_to_end_and_learns_the_teacher(tiny_checkpoint, 
         checkpoint.load(shipped / "s.safetensors")
 
 
+def test_reflow_recipe_still_learns_the_teacher(tiny_checkpoint, tmp_path):
+    out = tmp_path / "reflow"
+    cmd = [sys.executable, "-m", "tessera", "distill", "--teacher", str(tiny_checkpoint), "--out", str(out)]
+    cmd += ["--method", "reflow", "--pairs", "8", "--teacher-steps", "4", "--distill-steps", "60"]
+    cmd += ["--distill-batch", "4", "--distill-lr", "3e-3", "--width", "128", "--height", "128", "--duration-s", "1"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["few_step_mse_after"] < 0.7 * summary["few_step_mse_before"], summary
+    assert "student step 50/60" in run.stderr  # progress on stderr, the summary alone on stdout
+
+
 def test_student_recipe_resumes_after_a_kill_with_the_same_result(tiny_checkpoint, tmp_path):
     """Pairs and training state are saved as they are made; a re-run after kill -9 ends where an unbroken run ends."""
     import signal
