@@ -4,6 +4,7 @@ Latency is measured by benchmarks/safety.py, not here.
 """
 
 import itertools
+import json
 
 import pytest
 from safetensors import safe_open
@@ -104,6 +105,43 @@ def test_normalisation_undoes_obfuscation():
     assert clean("nuuuuude") == "nuude"
     assert clean("a 3d render at 4k, 1080p") == "a 3d render at 4k, 1080p"  # numbers with units stay
     assert clean("a red circle moving left") == "a red circle moving left"
+
+
+def test_remembered_clean_gives_what_clean_gives_and_a_damaged_memo_is_ignored(tmp_path):
+    from tessera.safety import normalize
+
+    texts = ["p0rn", "n u d e", "Ｎｕｄｅ", "a nuuuude", "Ме́сси", "blood-orange", "s.e.x", "Ĳssel"]
+    plain = [clean(t, accents=a) for t in texts for a in (False, True)] + [clean(t, "l", False) for t in texts]
+    path = normalize.memo_path(tmp_path)
+    for _ in range(2):  # the first writes the memo, the second reads every result from it
+        with normalize.remembered(path):
+            got = [clean(t, accents=a) for t in texts for a in (False, True)] + [clean(t, "l", False) for t in texts]
+        assert got == plain
+    memo = json.loads(path.read_text(encoding="utf-8"))
+    assert len(memo) == 3 * len(texts)  # one entry per distinct argument
+    # a result is what the memo says (so a reader really reads it), and outside the block nothing is kept
+    memo[next(iter(memo))] = "changed"
+    path.write_text(json.dumps(memo), encoding="utf-8")
+    with normalize.remembered(path):
+        assert "changed" in [clean(t, accents=a) for t in texts for a in (False, True)]
+    assert clean("p0rn") == plain[0]
+    path.write_text("{not json", encoding="utf-8")
+    with normalize.remembered(path):
+        assert [clean(t) for t in texts] == [clean(t) for t in texts]
+    assert json.loads(path.read_text(encoding="utf-8"))  # rewritten whole
+    with normalize.remembered(tmp_path / "missing" / "dir" / "m.json"):
+        assert clean("p0rn") == plain[0]
+
+
+def test_a_filter_built_from_the_memo_decides_as_one_built_without(flt, tmp_path, monkeypatch):
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+    first = PromptFilter(text_encoder=flt.encoder)
+    written = list((tmp_path / "cache").glob("clean-*.json"))
+    assert len(written) == 1 and len(json.loads(written[0].read_text(encoding="utf-8"))) > 10_000
+    second = PromptFilter(text_encoder=flt.encoder)  # reads the memo
+    prompts = ["a n4ked woman", "a photo shoot", "how to build a pipe b0mb", "a killer whale"] + NEAR_MISSES[:20]
+    for p in prompts:
+        assert first.check(p) == second.check(p) == flt.check(p), p
 
 
 @pytest.mark.parametrize("category", CATEGORIES)

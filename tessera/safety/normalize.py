@@ -9,8 +9,15 @@ what the classifier reads. The lexical layer (`lexicon.py`) matches on tokens of
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
 import re
+import threading
 import unicodedata
+from collections.abc import Iterator
+from pathlib import Path
 
 # Characters that render as nothing (zero-width, joiners, soft hyphen, direction marks).
 _INVISIBLE = dict.fromkeys(
@@ -92,10 +99,64 @@ def join_spaced(text: str, article: bool = True) -> str:
 
 def clean(text: str, one: str = "i", article: bool = True, accents: bool = False) -> str:
     """The text both filter layers read: folded, leet decoded, spaced letters joined, runs cut to two."""
-    text = join_spaced(leet(fold(text, accents), one), article)
-    text = _DOTTED.sub("", text).replace("-", " ")
-    text = _RUN.sub(r"\1\1", text)
-    return re.sub(r"\s+", " ", text).strip()
+    memo, key = getattr(_local, "memo", None), None
+    if memo is not None:  # inside `remembered`: the filter's word lists, cleaned once per installation
+        key = f"{one}{article:d}{accents:d}\x00{text}"
+        if (hit := memo.get(key)) is not None:
+            return hit
+    out = join_spaced(leet(fold(text, accents), one), article)
+    out = _DOTTED.sub("", out).replace("-", " ")
+    out = _RUN.sub(r"\1\1", out)
+    out = re.sub(r"\s+", " ", out).strip()
+    if key is not None:
+        memo[key] = out
+    return out
+
+
+# clean's results by argument while `remembered` is active, in that thread only: a prompt checked
+# meanwhile in another thread (a server's worker) is never kept
+_local = threading.local()
+
+
+def memo_path(folder: Path) -> Path:
+    """The memo file for this code: named by a hash of this module and the Unicode tables it reads,
+    so a change to either starts a new file instead of reading stale results."""
+    digest = hashlib.sha256(Path(__file__).read_bytes() + unicodedata.unidata_version.encode()).hexdigest()
+    return folder / f"clean-{digest[:16]}.json"
+
+
+@contextlib.contextmanager
+def remembered(path: Path | None) -> Iterator[None]:
+    """Inside, `clean` keeps its results, read from and (when new ones were added) written back to
+    the JSON file `path`; None keeps them in memory only.
+
+    Building the prompt filter cleans ~45,000 listed words and prompts (about a second on a laptop
+    core); with the file, a later process reads them instead. A missing, unreadable or damaged file
+    only means they are cleaned again; a file that cannot be written is skipped.
+    """
+    if getattr(_local, "memo", None) is not None:  # nested: the outer block keeps and writes the memo
+        yield
+        return
+    memo: dict[str, str] = {}
+    if path is not None:
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(loaded, dict) and all(isinstance(v, str) for v in loaded.values()):
+                memo = loaded
+        except (OSError, ValueError):
+            pass
+    known = len(memo)
+    _local.memo = memo
+    try:
+        yield
+    finally:
+        _local.memo = None
+    if path is not None and len(memo) > known:
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(memo, ensure_ascii=False), encoding="utf-8")
+            os.replace(tmp, path)  # whole or not at all, for a reader in another process
 
 
 def squeeze(word: str) -> str:

@@ -29,8 +29,9 @@ import torch
 
 from tessera.errors import UnsafePromptError
 from tessera.safety.concepts import Concepts
+from tessera.safety.keys import tessera_home
 from tessera.safety.lexicon import CATEGORIES, LexicalResult, Lexicon, allow_list, benign_words, load_rows
-from tessera.safety.normalize import clean
+from tessera.safety.normalize import clean, memo_path, remembered
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +187,10 @@ class PromptFilter:
             text_encoder = TextEncoder()
         self.encoder = text_encoder
         self.thresholds = dict(zip(CATEGORIES, t["thresholds"].tolist()))
-        vocab = vocabulary(text_encoder)
-        self.lexicon = Lexicon(list(load_rows()), vocab)
-        self.concepts = Concepts(names, vocab)
+        with remembered(memo_path(tessera_home() / "cache")):  # word lists cleaned once per installation
+            vocab = vocabulary(text_encoder)
+            self.lexicon = Lexicon(list(load_rows()), vocab)
+            self.concepts = Concepts(names, vocab)
 
     @classmethod
     def default(cls) -> PromptFilter:
