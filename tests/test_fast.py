@@ -313,3 +313,24 @@ def test_teacher_paths_keep_the_states_at_the_students_call_times(tiny_checkpoin
                 duration_s=1.0,
             ),
         )
+
+
+def test_the_bundled_student_is_what_fast_uses_and_shares_the_bundled_vae(tmp_path):
+    import argparse
+
+    from tessera.cli.generate import apply_fast
+    from tessera.pipeline import bundled_student
+
+    args = argparse.Namespace(checkpoint=None, scheduler=None, steps=None)
+    apply_fast(args)
+    assert args.checkpoint == str(bundled_student())
+    student = TesseraPipeline.from_single_file(bundled_student(), ledger=Ledger(tmp_path / "l.sqlite3"))
+    teacher = TesseraPipeline.from_single_file(ledger=Ledger(tmp_path / "l.sqlite3"))
+    assert student.sampling == {"steps": 4, "guidance": 1.0} and type(student.scheduler).__name__.endswith(
+        "Euler" + "Scheduler"
+    )
+    for k, v in teacher.vae.state_dict().items():
+        assert torch.equal(v, student.vae.state_dict()[k]), k
+    assert student.model_hash != teacher.model_hash  # the ledger tells the two models apart
+    out = student("a red circle moving left on a black background", seed=0)
+    assert out.frames.shape == (17, 256, 256, 3) and out.frames.std() > 5
