@@ -45,6 +45,7 @@ from tessera.diffusion.flow import shift_for
 from tessera.enhance import Enhanced, PromptEnhancer, RuleEnhancer
 from tessera.errors import InputError
 from tessera.geometry import Geometry
+from tessera.models import without_init
 from tessera.models.autoencoder import video_vae_from_checkpoint
 from tessera.models.dit import DiT
 from tessera.models.quant import quantize_int8
@@ -196,7 +197,8 @@ class TesseraPipeline:
             cfg = model_config_from_dict(config)
         except InputError as e:
             raise checkpoint.CheckpointError(f"{path}: its config is not valid ({e})") from e
-        vae, dit = video_vae_from_checkpoint(path, tensors, config, meta), DiT(cfg.dit)
+        with without_init():  # every weight is loaded next
+            vae, dit = video_vae_from_checkpoint(path, tensors, config, meta), DiT(cfg.dit)
         try:
             dit.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "dit").items()})
         except RuntimeError as e:

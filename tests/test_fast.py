@@ -334,3 +334,29 @@ def test_the_bundled_student_is_what_fast_uses_and_shares_the_bundled_vae(tmp_pa
     assert student.model_hash != teacher.model_hash  # the ledger tells the two models apart
     out = student("a red circle moving left on a black background", seed=0)
     assert out.frames.shape == (17, 256, 256, 3) and out.frames.std() > 5
+
+
+def test_without_init_skips_initialisation_in_its_thread_only():
+    import threading
+
+    from tessera.models import without_init
+
+    t = torch.zeros(4, 4)
+    seen = {}
+
+    def other():
+        u = torch.zeros(4, 4)
+        torch.nn.init.normal_(u)
+        seen["other"] = bool(u.abs().sum() > 0)
+
+    with without_init():
+        torch.nn.init.normal_(t)
+        torch.nn.init.kaiming_uniform_(t)
+        assert torch.equal(t, torch.zeros(4, 4))
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+    assert seen["other"]  # another thread building a module meanwhile is initialised as usual
+    torch.nn.init.normal_(t)
+    assert t.abs().sum() > 0  # and so is this one, after the block
+    assert torch.nn.init.normal_.__module__ == "torch.nn.init"  # the originals are back
