@@ -211,19 +211,28 @@ def trajectory_batch(pairs: dict, grid: torch.Tensor, sc: StudentConfig, g: torc
     rows = torch.randint(0, len(pairs["x0"]), (sc.batch,), generator=g)
     k = torch.randint(0, len(grid) - 1, (sc.batch,), generator=g)
     own = (torch.rand(sc.batch, generator=g) < sc.own_states) & (k >= 1)
-    path = torch.cat([pairs["noise"][:, None], pairs["inner"], pairs["x0"][:, None]], dim=1)  # (P, K + 1, ...)
+    last = len(grid) - 1
+
+    def states(r: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """(B, C, T', H', W') the teacher's state S_at[b] of path r[b] (S_0 noise, S_K the latent)."""
+        pick = [
+            pairs["noise"][i] if j == 0 else pairs["x0"][i] if j == last else pairs["inner"][i, j - 1]
+            for i, j in zip(r.tolist(), at.tolist())
+        ]
+        return torch.stack(pick)
+
     dt = grid[1:] - grid[:-1]  # (K,) negative: time runs from 1 to 0
     weight = dt**2 / (dt**2).mean()
 
     def loss(student, cond: dict) -> torch.Tensor:
-        x = path[rows, k].clone()  # (B, C, T', H', W') S_k
+        x = states(rows, k)  # (B, C, T', H', W') S_k
         if own.any():  # the student's step from S_{k-1}, without gradient
             i = own.nonzero().squeeze(1)
-            prev = path[rows[i], k[i] - 1]
+            prev = states(rows[i], k[i] - 1)
             with torch.no_grad():
                 v_prev = student(prev, grid[k[i] - 1], **{n: c[i] for n, c in cond.items()})
             x[i] = prev + dt[k[i] - 1].view(-1, 1, 1, 1, 1) * v_prev.float()
-        target = (path[rows, k + 1] - x) / dt[k].view(-1, 1, 1, 1, 1)
+        target = (states(rows, k + 1) - x) / dt[k].view(-1, 1, 1, 1, 1)
         pred = student(x, grid[k], **cond)
         err = (pred.float() - target).pow(2).mean(dim=(1, 2, 3, 4))  # (B,)
         return (err * weight[k]).mean()
