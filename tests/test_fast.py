@@ -1,5 +1,6 @@
 """Faster generation: text keys/values reused across steps, int8 weights."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -297,22 +298,9 @@ def test_teacher_paths_keep_the_states_at_the_students_call_times(tiny_checkpoin
     assert dist[1] < 2e-3 and min(dist[0], dist[2]) > 20 * dist[1], dist  # equal up to bf16 batching noise
     assert torch.allclose(states[-1], pairs["x0"], atol=2e-3)
     with pytest.raises(ValueError, match="not a multiple"):
-        teacher_pairs(teacher, text, cfg, StudentConfig(pairs=2, teacher_steps=6, student_steps=4))
+        teacher_pairs(teacher, text, cfg, dataclasses.replace(sc, teacher_steps=6, student_steps=4))
     with pytest.raises(ValueError, match="one call per step"):
-        teacher_pairs(
-            teacher,
-            text,
-            cfg,
-            StudentConfig(
-                pairs=2,
-                teacher_scheduler="heun",
-                teacher_steps=4,
-                student_steps=2,
-                height_px=128,
-                width_px=128,
-                duration_s=1.0,
-            ),
-        )
+        teacher_pairs(teacher, text, cfg, dataclasses.replace(sc, teacher_scheduler="heun"))
 
 
 def test_the_bundled_student_is_what_fast_uses_and_shares_the_bundled_vae(tmp_path):
