@@ -10,8 +10,9 @@ DCT lives only there) before they are compared.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from scipy.fft import dctn
 
 from tessera.safety.watermark import luma
 
@@ -43,13 +44,23 @@ def _picks(t: int) -> np.ndarray:
     return np.round((np.arange(HASH_FRAMES) + 0.5) / HASH_FRAMES * t - 0.5).astype(int).clip(0, t - 1)
 
 
+@functools.cache
+def _dct_matrix(n: int) -> np.ndarray:
+    """Orthonormal DCT-II as an (n, n) matrix: `m @ x` is `scipy.fft.dct(x, norm="ortho")` (no SciPy import)."""
+    k, i = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    m = np.sqrt(2.0 / n) * np.cos(np.pi * (2 * i + 1) * k / (2 * n))
+    m[0] /= np.sqrt(2.0)
+    return m
+
+
 def _frame_bits(y: np.ndarray) -> np.ndarray:
     """One frame's luma (H, W) -> (HASH_DCT² - 1,) bits: which low DCT frequencies are clearly positive.
 
     "Clearly" means above HASH_DEADZONE × their RMS: symmetric content has many coefficients near
     zero, and comparing those with zero (or a median) would flip bits under compression noise.
     """
-    coeffs = dctn(_area_average(y, HASH_GRID_PX), norm="ortho")[:HASH_DCT, :HASH_DCT].ravel()[1:]  # drop DC
+    low = _dct_matrix(HASH_GRID_PX)[:HASH_DCT]  # (HASH_DCT, HASH_GRID_PX): the lowest frequencies only
+    coeffs = (low @ _area_average(y, HASH_GRID_PX) @ low.T).ravel()[1:]  # 2-D DCT, DC dropped
     return (coeffs > HASH_DEADZONE * np.sqrt(np.mean(coeffs**2))).astype(np.uint8)
 
 
