@@ -133,11 +133,36 @@ def test_remembered_clean_gives_what_clean_gives_and_a_damaged_memo_is_ignored(t
         assert clean("p0rn") == plain[0]
 
 
+def test_a_remembered_lexicon_is_the_built_one_and_a_damaged_or_changed_one_is_built_again(tmp_path):
+    from tessera.safety.lexicon import Lexicon, load_rows
+
+    rows = [r for r in load_rows() if r[0] in ("sexual", "self_harm", "allow")] + [("violence", "tự tử", "vi")]
+    vocab = frozenset({"shot", "kites"})
+    built = Lexicon(rows, vocab)
+    first = Lexicon.remembered(rows, vocab, tmp_path)  # builds and writes
+    (path,) = tmp_path.glob("lexicon-*.marshal")
+    second = Lexicon.remembered(rows, vocab, tmp_path)  # reads
+    assert second._state() == first._state() == built._state() and second.vocabulary == vocab
+    assert second.accented is not None and second.accented.accents
+    prompts = ["a n4ked woman", "nuuude beach", "tự tử", "a photo shoot", "self harm tips", "a s e x scene"]
+    assert [second.classify(p) for p in prompts] == [built.classify(p) for p in prompts]
+    path.write_bytes(path.read_bytes()[:1000])  # damaged: built again and rewritten whole
+    assert Lexicon.remembered(rows, vocab, tmp_path)._state() == built._state()
+    assert Lexicon._from_state(__import__("marshal").loads(path.read_bytes()), vocab)._state() == built._state()
+    Lexicon.remembered(rows[:-1], vocab, tmp_path)  # other rows (or vocabulary, or code) are another file
+    Lexicon.remembered(rows, vocab | {"more"}, tmp_path)
+    assert len(list(tmp_path.glob("lexicon-*.marshal"))) == 3
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert Lexicon.remembered(rows, vocab, blocked / "sub")._state() == built._state()  # cannot write: still built
+
+
 def test_a_filter_built_from_the_memo_decides_as_one_built_without(flt, tmp_path, monkeypatch):
     monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
     first = PromptFilter(text_encoder=flt.encoder)
     written = list((tmp_path / "cache").glob("clean-*.json"))
     assert len(written) == 1 and len(json.loads(written[0].read_text(encoding="utf-8"))) > 10_000
+    assert len(list((tmp_path / "cache").glob("lexicon-*.marshal"))) == 2  # the terms' and the concepts' index
     second = PromptFilter(text_encoder=flt.encoder)  # reads the memo
     prompts = ["a n4ked woman", "a photo shoot", "how to build a pipe b0mb", "a killer whale"] + NEAR_MISSES[:20]
     for p in prompts:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -50,12 +51,13 @@ class Concepts:
     the data file no longer has stay 0, new ones are not read until the classifier is retrained.
     """
 
-    def __init__(self, names: tuple[str, ...], vocabulary: frozenset[str] = frozenset()):
+    def __init__(self, names: tuple[str, ...], vocabulary: frozenset[str] = frozenset(), cache: Path | None = None):
+        """`cache`: a folder where the built term index is kept for the next process (`Lexicon.remembered`)."""
         self.names = tuple(names)
         self.index = {n: i for i, n in enumerate(self.names)}
         rows = [r for r in concept_rows() if r[0] in self.index] if self.names else []
         allow = [r for r in load_rows() if r[0] == "allow"]  # "bath bomb", "폭탄주": masked here too
-        self.lexicon = Lexicon(rows + allow, vocabulary) if rows else None
+        self.lexicon = Lexicon.remembered(rows + allow, vocabulary, cache) if rows else None
 
     def found(self, prompt: str, text: str | None = None) -> set[str]:
         """The concepts named in `prompt`; `text` is its normalised reading if already made (default `clean`)."""

@@ -187,10 +187,11 @@ class PromptFilter:
             text_encoder = TextEncoder()
         self.encoder = text_encoder
         self.thresholds = dict(zip(CATEGORIES, t["thresholds"].tolist()))
-        with remembered(memo_path(tessera_home() / "cache")):  # word lists cleaned once per installation
+        cache = tessera_home() / "cache"
+        with remembered(memo_path(cache)):  # word lists cleaned and indexed once per installation
             vocab = vocabulary(text_encoder)
-            self.lexicon = Lexicon(list(load_rows()), vocab)
-            self.concepts = Concepts(names, vocab)
+            self.lexicon = Lexicon.remembered(list(load_rows()), vocab, cache)
+            self.concepts = Concepts(names, vocab, cache)
 
     @classmethod
     def default(cls) -> PromptFilter:
