@@ -38,8 +38,10 @@ def save(path: str | Path, tensors: dict[str, torch.Tensor], config: dict, **met
     os.replace(tmp, path)
 
 
-def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict[str, str]]:
-    """Read a checkpoint: (tensors, config dict, other metadata). Raises CheckpointError."""
+def load(path: str | Path, skip: tuple[str, ...] = ()) -> tuple[dict[str, torch.Tensor], dict, dict[str, str]]:
+    """Read a checkpoint: (tensors, config dict, other metadata). Raises CheckpointError.
+
+    `skip`: name prefixes of tensors not to read at all (a compact file's base brings only what it shares)."""
     path = Path(path)
     try:
         is_file = path.is_file()
@@ -50,9 +52,13 @@ def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict[str, str
             f"checkpoint {str(path)[:200]} does not exist or is not a file; pass --checkpoint with a .safetensors file"
         )
     try:
-        tensors = load_file(str(path))
         from safetensors import safe_open
 
+        if skip:
+            with safe_open(str(path), framework="pt") as f:
+                tensors = {k: f.get_tensor(k) for k in f.keys() if not k.startswith(skip)}
+        else:
+            tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
     except Exception as e:  # SafetensorError, OSError, ...: whatever a damaged file makes the reader raise
@@ -135,10 +141,9 @@ def _with_shared(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> di
             f"checkpoint {path} reads its shared tensors from {name}, which is not beside it or among the bundled "
             "weights; put that file beside it"
         )
-    base_tensors, _, base_meta = load(base)
+    shared, _, base_meta = load(base, skip=_own_prefixes(tensors))  # the base's own DiT is not even read
     if "shared_from" in base_meta:
         raise CheckpointError(f"{base}, the base of {path}, shares tensors itself; point at a complete checkpoint")
-    shared = {k: v for k, v in base_tensors.items() if not k.startswith(_own_prefixes(tensors))}
     if meta.get("shared_sha256") and tensors_sha256(shared) != meta["shared_sha256"]:
         raise CheckpointError(
             f"{base} is not the checkpoint {path} was made beside (its shared tensors differ); use the matching file"
