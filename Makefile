@@ -16,6 +16,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	# torch first: the CPU wheel; everything else is held to it by constraints.txt
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	# byte-compiled once here, as a wheel install does: a cold `tessera generate` would otherwise
+	# compile the package on every start where Python may not write its cache (0.3-0.5 s)
+	$(BIN)/python -m compileall -q tessera
 	touch $@
 
 demo: install

@@ -188,8 +188,15 @@ def dit_calls(rounds: int) -> dict:
 
 
 def cold_cli(runs: int) -> dict:
-    """Process start -> MP4 with the defaults and with --fast; checks each file decodes to 17 frames of 256×256."""
+    """Process start -> MP4 with the defaults and with --fast; checks each file decodes to 17 frames of 256×256.
+
+    The package is byte-compiled first, as `make install` and any first run leave it (where
+    PYTHONDONTWRITEBYTECODE is set, every start would compile it again)."""
+    import compileall
+
     from tessera.export import probe
+
+    compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "tessera"), quiet=1)
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
