@@ -1,4 +1,4 @@
-"""The `tessera` command: generate | edit | verify | ledger | train | distill | prepare | eval | serve | keys.
+"""The `tessera` command: generate | edit | verify | ledger | train | distill | prefer | prepare | eval | serve | keys.
 
 Exit codes (see `tessera.errors`): 0 success; 1 `verify` found no watermark; 2 bad input
 (arguments, files, checkpoints, configs), one line saying what to change; 3 refused by the
@@ -17,10 +17,10 @@ import sys
 import threading
 import traceback
 
-from tessera.cli import distill, edit, evaluate, generate, keys, ledger, prepare, serve, train, verify
+from tessera.cli import distill, edit, evaluate, generate, keys, ledger, prefer, prepare, serve, train, verify
 from tessera.errors import EXIT_INPUT, EXIT_INTERNAL, TesseraError
 
-COMMANDS = (generate, edit, verify, ledger, train, distill, prepare, evaluate, serve, keys)
+COMMANDS = (generate, edit, verify, ledger, train, distill, prefer, prepare, evaluate, serve, keys)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 REPORT_HINT = "this is a bug in tessera; rerun with TESSERA_DEBUG=1 for the traceback and report it"

@@ -1,0 +1,106 @@
+"""Preference tuning: prompts kept apart from the evaluation, pairs, the DPO loss, and the recipe end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tessera import checkpoint
+from tessera.config import DiTConfig
+from tessera.data.world import held_out_combos
+from tessera.eval import eval_cases
+from tessera.models.dit import DiT
+from tessera.models.text import TextEmbedding
+from tessera.prefer import build_pairs, dpo_loss, preference_prompts
+
+
+def test_pair_prompts_avoid_held_out_and_evaluated_combinations():
+    cases = preference_prompts(300, seed=0)
+    asked = {(c.colour, c.shape, c.motion) for c in eval_cases(120)} | set(held_out_combos())
+    assert len(cases) == 300 and not {c[:3] for c in cases} & asked
+    assert cases == preference_prompts(300, seed=0) and cases != preference_prompts(300, seed=1)
+    by_combo = {}
+    for c in cases:
+        by_combo.setdefault(c[:3], []).append(c[3])
+    # a combination comes back with another background before any background repeats
+    assert all(len(set(b[:3])) == min(3, len(b)) for b in by_combo.values())
+
+
+def test_pairs_are_best_against_worst_and_ties_are_dropped():
+    samples = {"scores": torch.tensor([[1.0, 3.2, 2.0, 0.9], [2.0, 2.1, 2.05, 2.0], [4.1, 4.0, 1.2, 3.0]])}
+    assert build_pairs(samples, min_gap=1.0) == [(0, 1, 3), (2, 0, 2)]
+    assert build_pairs(samples, min_gap=0.05) == [(0, 1, 3), (1, 1, 0), (2, 0, 2)]
+
+
+def _dit() -> DiT:
+    torch.manual_seed(0)
+    dit = DiT(DiTConfig(in_channels=4, width=64, depth=2, heads=2, text_dim=32)).eval()
+    for p in dit.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    return dit
+
+
+def test_dpo_loss_starts_at_log_2_and_its_gradient_prefers_the_winner():
+    import copy
+
+    reference = _dit().requires_grad_(False)
+    policy = copy.deepcopy(reference).train().requires_grad_(True)
+    g = torch.Generator().manual_seed(0)
+    x_w, x_l, noise = (torch.randn((3, 4, 2, 8, 8), generator=g) for _ in range(3))
+    tokens = torch.randn(3, 5, 32, generator=g)
+    text = TextEmbedding(tokens, torch.ones(3, 5, dtype=torch.bool), tokens.mean(1))
+    t = torch.tensor([0.3, 0.6, 0.9])
+    loss, acc, inner = dpo_loss(policy, reference, x_w, x_l, text.as_kwargs(), t, noise, beta=100.0)
+    assert loss.item() == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-6) and inner == 0.0
+    opt = torch.optim.SGD(policy.parameters(), lr=0.05)
+    for _ in range(20):
+        opt.zero_grad()
+        dpo_loss(policy, reference, x_w, x_l, text.as_kwargs(), t, noise, beta=100.0)[0].backward()
+        opt.step()
+    after, acc, inner = dpo_loss(policy, reference, x_w, x_l, text.as_kwargs(), t, noise, beta=100.0)
+    assert after.item() < loss.item() and acc == 1.0 and inner > 0  # lower error on winners than the reference
+    # swapping winner and loser reverses the sign of the preference
+    swapped = dpo_loss(policy, reference, x_l, x_w, text.as_kwargs(), t, noise, beta=100.0)
+    assert swapped[2] == pytest.approx(-inner, rel=1e-4)
+
+
+def test_recipe_runs_end_to_end_and_resumes(tiny_checkpoint, tmp_path):
+    out = tmp_path / "pref"
+    cmd = [sys.executable, "-m", "tessera", "prefer", "--model", str(tiny_checkpoint), "--out", str(out)]
+    cmd += ["--prompts", "4", "--samples", "2", "--steps", "2", "--train-steps", "12", "--batch", "2"]
+    cmd += ["--min-gap", "0.0001", "--lr", "1e-3", "--save-every", "4"]
+    cmd += ["--width", "128", "--height", "128", "--duration-s", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["clips"] == 8 and 1 <= summary["pairs"] <= 4, summary
+    assert "samples 4/4 prompts" in run.stderr and "preference step 0/12" in run.stderr
+    tensors, _, meta = checkpoint.load(summary["checkpoint"])
+    base, _, _ = checkpoint.load(tiny_checkpoint)
+    assert meta["name"] == "tiny-pref" and json.loads(meta["preference_recipe"])["train_steps"] == 12
+    assert all(torch.equal(tensors[k], base[k]) for k in base if k.startswith("vae."))  # the VAE is kept
+    assert any(not torch.equal(tensors[k], base[k].to(tensors[k].dtype)) for k in base if k.startswith("dit."))
+    history = json.loads((out / "prefer.json").read_text())["history"]
+    assert len(history["loss"]) == 12
+    # a re-run finds the samples and the finished state: nothing is sampled or trained again, same result
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "samples 4/4" not in again.stderr and "preference step" not in again.stderr
+    second, _, _ = checkpoint.load(summary["checkpoint"])
+    assert all(torch.equal(tensors[k], second[k]) for k in tensors)
+
+
+def test_recipe_rejects_bad_input(tiny_checkpoint, tmp_path):
+    base = [sys.executable, "-m", "tessera", "prefer", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "x")]
+    for extra, expect in (
+        (["--samples", "1"], "at least 2 clips"),
+        (["--beta", "0"], "--beta"),
+        (["--width", "100"], "multiple of 32"),
+    ):
+        run = subprocess.run(base + extra, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and expect in run.stderr, (extra, run.stderr[-500:])
+    assert not (tmp_path / "x").exists()
