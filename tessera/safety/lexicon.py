@@ -256,9 +256,8 @@ class Lexicon:
             tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
             tmp.write_bytes(marshal.dumps(lexicon._state()))
             os.replace(tmp, path)  # whole or not at all, for a reader in another process
-            for old in sorted(path.parent.glob("lexicon-*.marshal"), key=lambda p: p.stat().st_mtime)[
-                : -cls.KEEP_BUILT
-            ]:
+            built = sorted(path.parent.glob("lexicon-*.marshal"), key=lambda p: p.stat().st_mtime)
+            for old in built[: -cls.KEEP_BUILT]:  # oldest first
                 old.unlink(missing_ok=True)
         return lexicon
 
