@@ -58,6 +58,31 @@ def check_sampling(args) -> None:
         raise UsageError("--checkpoint is empty; pass a .safetensors generation checkpoint or leave it out")
 
 
+def check_scheduler(flag: str, name: str) -> None:
+    """InputError unless `name` is a registered solver."""
+    from tessera.schedulers import SCHEDULERS
+
+    if name not in SCHEDULERS:
+        raise UsageError(f"{flag} {name!r} is unknown; choose one of {', '.join(sorted(SCHEDULERS))}")
+
+
+def check_counts(args, *names: str) -> None:
+    """InputError unless every `args.<name>` (a count: steps, prompts, batch, ...) is at least 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1")
+
+
+def check_training_sides(args) -> None:
+    """--width and --height of a recipe that samples the model before loading it (distill, prefer): multiples
+    of 32, the bundled presets' pixels per token (VAE 16 × patch 2); the model's own check follows at load."""
+    for flag, v in (("--width", args.width), ("--height", args.height)):
+        if v % 32 or v <= 0:
+            raise UsageError(
+                f"{flag} {v} is not a multiple of 32 (VAE 16 x patch 2); try {max(32, round(v / 32) * 32)}"
+            )
+
+
 def check_new_file(flag: str, path: str | None) -> None:
     """InputError unless `path` is None or names a file (new or existing) in an existing folder."""
     if path is None:

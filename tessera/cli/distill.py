@@ -5,19 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from tessera.cli.common import UsageError, log_to_stderr
+from tessera.cli.common import UsageError, check_counts, check_scheduler, check_training_sides, log_to_stderr
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
     """Distil a generation checkpoint into a few-step student without guidance."""
     from tessera.checkpoint import bundled_path
     from tessera.distill import StudentConfig, train_student
-    from tessera.schedulers import SCHEDULERS
 
-    if args.teacher_scheduler not in SCHEDULERS:
-        raise UsageError(
-            f"--teacher-scheduler {args.teacher_scheduler!r} is unknown; choose one of {', '.join(sorted(SCHEDULERS))}"
-        )
+    check_scheduler("--teacher-scheduler", args.teacher_scheduler)
     if not 1 <= args.student_steps <= 8:
         raise UsageError(
             f"--student-steps {args.student_steps} is outside 1..8; a few-step student samples in 1 to 8 steps"
@@ -30,14 +26,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
         )
     if not 0.0 <= args.own_states <= 1.0:
         raise UsageError(f"--own-states {args.own_states} is a share of samples, between 0 and 1")
-    for name in ("pairs", "distill_steps", "distill_batch", "teacher_steps", "save_every"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1")
-    for name, v in (("--width", args.width), ("--height", args.height)):
-        if v % 32 or v <= 0:
-            raise UsageError(
-                f"{name} {v} is not a multiple of 32 (VAE 16 x patch 2); try {max(32, round(v / 32) * 32)}"
-            )
+    check_counts(args, "pairs", "distill_steps", "distill_batch", "teacher_steps", "save_every")
+    check_training_sides(args)
     sc = StudentConfig(
         pairs=args.pairs, method=args.method, own_states=args.own_states, teacher_scheduler=args.teacher_scheduler, teacher_steps=args.teacher_steps,
         guidance=args.guidance, steps=args.distill_steps, batch=args.distill_batch, lr=args.distill_lr,

@@ -4,31 +4,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
-from tessera.cli.common import UsageError, log_to_stderr
+from tessera.cli.common import (
+    UsageError,
+    check_counts,
+    check_number,
+    check_scheduler,
+    check_training_sides,
+    log_to_stderr,
+)
 
 
 def cmd_prefer(args: argparse.Namespace) -> int:
     """Sample, judge, pair and DPO-tune a generation checkpoint."""
     from tessera.checkpoint import bundled_path
     from tessera.prefer import PreferenceConfig, tune
-    from tessera.schedulers import SCHEDULERS
 
-    if args.scheduler not in SCHEDULERS:
-        raise UsageError(f"--scheduler {args.scheduler!r} is unknown; choose one of {', '.join(sorted(SCHEDULERS))}")
-    for name in ("prompts", "train_steps", "batch", "steps", "save_every"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1")
+    check_scheduler("--scheduler", args.scheduler)
+    check_counts(args, "prompts", "train_steps", "batch", "steps", "save_every")
     if args.samples < 2:
         raise UsageError(f"--samples {args.samples}: a pair needs at least 2 clips per prompt")
     for name in ("beta", "lr", "guidance"):
-        if not getattr(args, name) > 0:
-            raise UsageError(f"--{name} {getattr(args, name)} must be positive")
-    for name, v in (("--width", args.width), ("--height", args.height)):
-        if v % 32 or v <= 0:
-            raise UsageError(
-                f"{name} {v} is not a multiple of 32 (VAE 16 x patch 2); try {max(32, round(v / 32) * 32)}"
-            )
+        check_number(f"--{name}", getattr(args, name), 0.0, math.inf, low_open=True)
+    check_training_sides(args)
     pc = PreferenceConfig(
         prompts=args.prompts, samples=args.samples, scheduler=args.scheduler, steps=args.steps,
         guidance=args.guidance, temporal_weight=args.temporal_weight, min_gap=args.min_gap, beta=args.beta,
