@@ -296,17 +296,30 @@ def train_dit(
     return student.eval().requires_grad_(False), losses
 
 
+def load_frozen_dit(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict[str, str], ModelConfig, DiT]:
+    """A generation checkpoint for a recipe that trains from it: (tensors, config dict, metadata, config, its DiT
+    in fp32, eval mode, no gradients). CheckpointError when the file is not a generation checkpoint."""
+    tensors, config, meta = checkpoint.load(path)
+    if meta.get("kind") != "generator":
+        raise checkpoint.CheckpointError(f"{path} is not a generation checkpoint (kind {meta.get('kind')!r})")
+    cfg = model_config_from_dict(config)
+    dit = DiT(cfg.dit)
+    dit.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "dit").items()})
+    return tensors, config, meta, cfg, dit.eval().requires_grad_(False)
+
+
+def save_with_dit(path: Path, base: dict[str, torch.Tensor], dit: DiT, config: dict, meta: dict[str, str]) -> None:
+    """A generation checkpoint: every tensor of `base` but its DiT's (the VAE, unchanged), `dit` in bf16, `meta`."""
+    kept = {k: v for k, v in base.items() if not k.startswith("dit.")}
+    trained = {f"dit.{k}": v.to(torch.bfloat16) for k, v in dit.state_dict().items()}
+    checkpoint.save(path, {**kept, **trained}, config, **meta)
+
+
 def train_student(teacher_path: str | Path, out: str | Path, sc: StudentConfig) -> dict:
     """The whole recipe: teacher checkpoint -> paths -> training -> `out/student.safetensors`; returns a summary."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tensors, config, meta = checkpoint.load(teacher_path)
-    if meta.get("kind") != "generator":
-        raise checkpoint.CheckpointError(f"{teacher_path} is not a generation checkpoint (kind {meta.get('kind')!r})")
-    cfg = model_config_from_dict(config)
-    teacher = DiT(cfg.dit)
-    teacher.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "dit").items()})
-    teacher.eval().requires_grad_(False)
+    tensors, config, meta, cfg, teacher = load_frozen_dit(teacher_path)
     text = TextEncoder(cfg.text)
     torch.manual_seed(sc.seed)
     pairs, prompts = teacher_pairs(teacher, text, cfg, sc, folder=out / "pairs")
@@ -316,10 +329,8 @@ def train_student(teacher_path: str | Path, out: str | Path, sc: StudentConfig) 
     sampling = {"scheduler": "euler", "steps": sc.student_steps, "guidance": 1.0}
     name = f"{meta.get('name', Path(teacher_path).stem)}-student{sc.student_steps}"
     path = out / "student.safetensors"
-    shared_vae = {k: v for k, v in tensors.items() if not k.startswith("dit.")}  # the teacher's, unchanged
-    student_dit = {f"dit.{k}": v.to(torch.bfloat16) for k, v in student.state_dict().items()}
     extra = {"sampling": json.dumps(sampling), "recipe": json.dumps(asdict(sc)), "teacher": Path(teacher_path).name}
-    checkpoint.save(path, {**shared_vae, **student_dit}, config, **{**meta, "name": name, **extra})
+    save_with_dit(path, tensors, student, config, {**meta, "name": name, **extra})  # the teacher's VAE, unchanged
     k = max(1, len(losses) // 10)
     summary = {
         "checkpoint": str(path),

@@ -43,10 +43,10 @@ import torch
 import torch.nn.functional as F
 
 from tessera import checkpoint
-from tessera.config import ModelConfig, model_config_from_dict
+from tessera.config import ModelConfig
 from tessera.data.world import BACKGROUNDS, all_combos, held_out_combos, simple_prompt
 from tessera.diffusion.flow import sample_train_times
-from tessera.distill import latent_shape, sampling_shift
+from tessera.distill import latent_shape, load_frozen_dit, sampling_shift, save_with_dit
 from tessera.models.dit import DiT
 from tessera.models.text import TextEncoder
 from tessera.models.vae import VideoVAE
@@ -266,17 +266,11 @@ def tune(model_path: str | Path, out: str | Path, pc: PreferenceConfig) -> dict:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tensors, config, meta = checkpoint.load(model_path)
-    if meta.get("kind") != "generator":
-        raise checkpoint.CheckpointError(f"{model_path} is not a generation checkpoint (kind {meta.get('kind')!r})")
+    tensors, config, meta, cfg, dit = load_frozen_dit(model_path)
     if "sampling" in meta:
         raise checkpoint.CheckpointError(
             f"{model_path} is a few-step student; tune the model it was distilled from, then distil again"
         )
-    cfg = model_config_from_dict(config)
-    dit = DiT(cfg.dit)
-    dit.load_state_dict({k: v.float() for k, v in checkpoint.split_prefix(tensors, "dit").items()})
-    dit.eval().requires_grad_(False)
     vae = video_vae_from_checkpoint(model_path, tensors, config, meta).eval()
     text = TextEncoder(cfg.text)
     torch.manual_seed(pc.seed)
@@ -286,10 +280,8 @@ def tune(model_path: str | Path, out: str | Path, pc: PreferenceConfig) -> dict:
     tuned, history = train_preference(dit, samples, pairs, text, cfg, pc, state_path=out / "state.safetensors")
     name = f"{meta.get('name', Path(model_path).stem)}-pref"
     path = out / "preferred.safetensors"
-    kept = {k: v for k, v in tensors.items() if not k.startswith("dit.")}
-    tuned_dit = {f"dit.{k}": v.to(torch.bfloat16) for k, v in tuned.state_dict().items()}
     extra = {"preference_recipe": json.dumps(asdict(pc)), "tuned_from": Path(model_path).name}
-    checkpoint.save(path, {**kept, **tuned_dit}, config, **{**meta, "name": name, **extra})
+    save_with_dit(path, tensors, tuned, config, {**meta, "name": name, **extra})  # the model's VAE, unchanged
     pts = samples["points"].float()
     k = max(1, len(history["loss"]) // 10)
     summary = {
