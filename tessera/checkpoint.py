@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from tessera.errors import InputError
 
@@ -54,12 +54,8 @@ def load(path: str | Path, skip: tuple[str, ...] = ()) -> tuple[dict[str, torch.
     try:
         from safetensors import safe_open
 
-        if skip:
-            with safe_open(str(path), framework="pt") as f:
-                tensors = {k: f.get_tensor(k) for k in f.keys() if not k.startswith(skip)}
-        else:
-            tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt") as f:  # one opening for tensors and metadata
+            tensors = {k: f.get_tensor(k) for k in f.keys() if not k.startswith(skip)}  # startswith(()) is False
             meta = dict(f.metadata() or {})
     except Exception as e:  # SafetensorError, OSError, ...: whatever a damaged file makes the reader raise
         raise CheckpointError(
