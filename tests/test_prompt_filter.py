@@ -134,6 +134,8 @@ def test_remembered_clean_gives_what_clean_gives_and_a_damaged_memo_is_ignored(t
 
 
 def test_a_remembered_lexicon_is_the_built_one_and_a_damaged_or_changed_one_is_built_again(tmp_path):
+    import marshal
+
     from tessera.safety.lexicon import Lexicon, load_rows
 
     rows = [r for r in load_rows() if r[0] in ("sexual", "self_harm", "allow")] + [("violence", "tự tử", "vi")]
@@ -148,7 +150,7 @@ def test_a_remembered_lexicon_is_the_built_one_and_a_damaged_or_changed_one_is_b
     assert [second.classify(p) for p in prompts] == [built.classify(p) for p in prompts]
     path.write_bytes(path.read_bytes()[:1000])  # damaged: built again and rewritten whole
     assert Lexicon.remembered(rows, vocab, tmp_path)._state() == built._state()
-    assert Lexicon._from_state(__import__("marshal").loads(path.read_bytes()), vocab)._state() == built._state()
+    assert Lexicon._from_state(marshal.loads(path.read_bytes()), vocab)._state() == built._state()
     Lexicon.remembered(rows[:-1], vocab, tmp_path)  # other rows (or vocabulary, or code) are another file
     Lexicon.remembered(rows, vocab | {"more"}, tmp_path)
     assert len(list(tmp_path.glob("lexicon-*.marshal"))) == 3

@@ -216,6 +216,9 @@ def test_blur_is_scipys_gaussian_filter(shape, sigma):
     np.testing.assert_allclose(blurred, gaussian_filter(y, (0, sigma, sigma)), rtol=0, atol=1e-4)
     y64 = y.astype(np.float64)
     np.testing.assert_allclose(wm.gaussian_blur(y64, sigma), gaussian_filter(y64, (0, sigma, sigma)), rtol=0, atol=1e-9)
+
+
+def test_fft_sizes_are_the_smallest_2_3_5_smooth_lengths():
     assert [wm._fft_size(n) for n in (1, 7, 11, 97, 268, 1001)] == [1, 8, 12, 100, 270, 1024]
 
 
