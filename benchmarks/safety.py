@@ -32,8 +32,8 @@ from tessera.safety.train_filter import data_file, load_prompts
 
 # Test sets written after tuning, each as its own file. The first ("fresh") was seen while the filter was
 # retrained and now lies in the train/val splits of prompts.tsv, as do "fresh2" (split 60/20/20 in round 3),
-# "fresh3" to "fresh8" (70/30 train/val in rounds 4 to 9); "fresh9" is written after the round-9 retraining.
-FRESH_SETS = ("fresh9",)
+# "fresh3" to "fresh10" (70/30 train/val in rounds 4 to 10); "fresh11" is written after the round-10 retraining.
+FRESH_SETS = ("fresh11",)
 
 
 def _rate(hits: int, n: int) -> float | None:

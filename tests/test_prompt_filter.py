@@ -575,3 +575,13 @@ def test_names_in_other_scripts_are_public_figures(flt):
         assert flt.lexicon.classify(prompt).category == "real_people", prompt
     for prompt in ["公主变成龙飞走了", "đường phố ở Thành phố Hồ Chí Minh lúc bình minh"]:
         assert flt.lexicon.classify(prompt).category is None, prompt
+
+
+def test_filter_settings_round_trip_through_metadata_and_old_files_read_the_last_layer():
+    from dataclasses import asdict
+
+    from tessera.safety.prompt_filter import FilterConfig
+
+    cfg = FilterConfig(layers=(-1, 3), ngram_dims=2048, concept_scale=0.25)
+    assert FilterConfig.from_metadata({k: str(v) for k, v in asdict(cfg).items()}) == cfg
+    assert FilterConfig.from_metadata({"ngram_dims": "4096"}).layers == (-1,)  # written before layers existed

@@ -84,6 +84,21 @@ def test_hidden_states_equal_bertmodel(reference, native, padding, max_length):
         assert (got.last_hidden_state - want.last_hidden_state).abs().max() <= 1e-6
 
 
+def test_every_layer_state_equals_bertmodel(reference, native):
+    """output_hidden_states: the embeddings and each layer's states, as transformers returns them (the
+    prompt filter reads a middle layer)."""
+    batch = native[0](PROMPTS, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        want = reference[1](**kwargs, output_hidden_states=True).hidden_states
+        got = native[1](**kwargs, output_hidden_states=True)
+    assert native[1](**kwargs).hidden_states is None
+    assert len(got.hidden_states) == len(want) == 7
+    assert got.hidden_states[-1] is got.last_hidden_state
+    for mine, theirs in zip(got.hidden_states, want):
+        assert (mine - theirs).abs().max() <= 1e-5
+
+
 def test_unpadded_batch_equals_bertmodel(reference, native):
     """No padding at all: transformers passes no mask to SDPA, and so must the native encoder."""
     batch = native[0](["a blue square", "a red circle"], padding=True, return_tensors="pt")

@@ -95,6 +95,7 @@ class BertOutput:
 
     last_hidden_state: torch.Tensor  # (B, L, D)
     pooler_output: torch.Tensor | None  # (B, D): tanh(dense([CLS])), None without a pooler
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # with output_hidden_states: embeddings, then each layer
 
 
 class _Linear(nn.Linear):
@@ -158,6 +159,7 @@ class BertEncoder(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
     ) -> BertOutput:
         n = input_ids.shape[1]
         if n > self.cfg.max_position_embeddings:
@@ -169,10 +171,12 @@ class BertEncoder(nn.Module):
         x = self.word(input_ids) + self.token_type(types) + self.position(positions)  # (B, L, D)
         x = self.embed_norm(x)
         attn_mask = key_padding_mask(attention_mask, n)
+        states = [x]
         for layer in self.layers:
             x = layer(x, attn_mask)
+            states.append(x)
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None  # (B, D)
-        return BertOutput(last_hidden_state=x, pooler_output=pooled)
+        return BertOutput(x, pooled, tuple(states) if output_hidden_states else None)
 
 
 def key_padding_mask(mask: torch.Tensor | None, n: int) -> torch.Tensor | None:

@@ -5,8 +5,9 @@ letters undone):
 
 1. the lexicon (`lexicon.py`): high-precision terms and stems in 24 languages, a list of public figures,
    and a few rules (a child named together with sexual or violent terms; how-to wording about a weapon);
-2. a linear classifier over the text encoder's pooled embedding (the MiniLM the model uses, so
-   paraphrases land near their meaning) and hashed character n-grams (so misspellings keep most of
+2. a linear classifier over the text encoder's pooled embeddings (the MiniLM the model uses, so
+   paraphrases land near their meaning; its last layer and its middle one, which still keeps more of
+   which words are there) and hashed character n-grams (so misspellings keep most of
    their features). Each category has its own threshold, chosen on the validation split.
    Prompts longer than `segment_words` words are also scored clause by clause, so a harmless
    preamble cannot dilute a harmful clause.
@@ -64,6 +65,20 @@ class FilterConfig:
     max_tokens: int = 128  # the filter reads more of a prompt than the generator's 32 tokens
     segment_words: int = 12  # longer prompts are also scored clause by clause
     concept_scale: float = 0.5  # the value of a concept feature the prompt names (chosen on the validation split)
+    # encoder layers whose mean-pooled states are read (0 = embeddings, -1 = last): the last and the middle
+    # one (chosen on the validation split, round 10); weights from before round 10 read (-1,)
+    layers: tuple[int, ...] = (-1, 3)
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str]) -> FilterConfig:
+        """The settings a weights file was trained with (its metadata holds each field as a string)."""
+        values = {}
+        for k, v in asdict(cls()).items():
+            if k == "layers":
+                values[k] = tuple(int(i) for i in meta.get(k, "-1").strip("()").split(",") if i.strip())
+            elif k in meta:
+                values[k] = type(v)(meta[k])
+        return cls(**values)
 
 
 @dataclass
@@ -91,8 +106,11 @@ def char_ngrams(text: str, cfg: FilterConfig) -> np.ndarray:
 
 
 @torch.inference_mode()
-def embed(encoder, texts: list[str], max_tokens: int, batch_size: int = 64) -> torch.Tensor:
-    """(B, D) mean of the encoder's token embeddings over real tokens, L2-normalised.
+def embed(
+    encoder, texts: list[str], max_tokens: int, layers: tuple[int, ...] = (-1,), batch_size: int = 64
+) -> torch.Tensor:
+    """(B, D * len(layers)) mean of each of the encoder's `layers`' token states over real tokens, each
+    L2-normalised (index 0 is the embeddings, -1 the last layer).
 
     The same pooling as `TextEncoder`, reading up to `max_tokens` tokens. Texts run in batches of
     similar length (sorted by characters), each padded only to its own longest text, so a short
@@ -106,9 +124,15 @@ def embed(encoder, texts: list[str], max_tokens: int, batch_size: int = 64) -> t
             [texts[i] for i in idx], padding=True, truncation=True, max_length=max_tokens, return_tensors="pt"
         )
         ids, mask = batch["input_ids"].to(encoder.device), batch["attention_mask"].to(encoder.device)
-        h = encoder.model(input_ids=ids, attention_mask=mask).last_hidden_state.float().cpu()  # (b, L, D)
+        states = encoder.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
         m = mask.cpu()[..., None].float()  # (b, L, 1)
-        pooled = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp_min(1), dim=-1)  # (b, D)
+        pooled = torch.cat(  # (b, D * len(layers))
+            [
+                torch.nn.functional.normalize((states[i].float().cpu() * m).sum(1) / m.sum(1).clamp_min(1), dim=-1)
+                for i in layers
+            ],
+            dim=1,
+        )
         for k, i in enumerate(idx):
             out[i] = pooled[k]
     return torch.stack(out)
@@ -124,7 +148,7 @@ def features(
     k = len(concepts.names) if concepts is not None else 0
     found = [concepts.vector(p, t) for p, t in zip(prompts or texts, texts)] if k else []
     found = torch.from_numpy(np.stack(found) if found else np.zeros((len(texts), k), np.float32))  # (B, K)
-    return torch.cat([embed(encoder, texts, cfg.max_tokens), grams, cfg.concept_scale * found], dim=1)
+    return torch.cat([embed(encoder, texts, cfg.max_tokens, cfg.layers), grams, cfg.concept_scale * found], dim=1)
 
 
 def classifier_text(prompt: str) -> str:
@@ -174,10 +198,11 @@ class PromptFilter:
         return flt
 
     def _build(self, t: dict[str, torch.Tensor], meta: dict[str, str], text_encoder) -> None:
-        self.cfg = FilterConfig(**{k: type(v)(meta[k]) for k, v in asdict(FilterConfig()).items() if k in meta})
+        self.cfg = FilterConfig.from_metadata(meta)
         self.weight, self.bias = t["weight"], t["bias"]  # (C, F), (C,)
         names = tuple(n for n in meta.get("concepts", "").split(",") if n)
-        self.embed_dim = embed_dim = self.weight.shape[1] - self.cfg.ngram_dims - len(names)
+        # the width of one layer's pooled state: the classifier reads len(layers) of them
+        self.embed_dim = embed_dim = (self.weight.shape[1] - self.cfg.ngram_dims - len(names)) // len(self.cfg.layers)
         if text_encoder is not None and not _is_minilm(text_encoder, embed_dim):
             log.info("the given text encoder is not the MiniLM the filter was trained on; loading the MiniLM")
             text_encoder = None

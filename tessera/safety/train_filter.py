@@ -34,6 +34,21 @@ Round 9 (13,028 prompts: fresh8 folded in 70/30, 607 benign near-misses and 417 
 Fine-tuning the encoder's top 2 or 4 layers with the head (AdamW, 8 epochs, from these weights) was tried with
 fresh8 held out: recall 0.973, FPR 0.039 against 0.966, 0.034 and 0.972, 0.045 for this recipe at costs 2 and 1.5,
 a gain within the noise of 440 benign prompts, so the linear classifier was kept.
+Round 10 (the same 13,028 prompts) reads the encoder's third layer beside its last (`FilterConfig.layers`)
+and weakens the L2 penalty from 1e-4 to 3e-6. Chosen on the validation split, with fresh9 (scored once by
+round 9) as a second check, both without clause scoring (whole prompts only): last layer, L2 1e-4, cost 1.5
+(round 9): validation recall 0.951, FPR 0.024; fresh9 0.979, 0.050. Adding the middle layer: 0.964, 0.023;
+fresh9 0.979, 0.040 (layer 2 or 4 instead, or the max over tokens too, no better). With both layers and
+cost 2.0, L2 1e-4 / 3e-5 / 1e-5 / 3e-6 / 1e-6: validation 0.962 / 0.968 / 0.970 / 0.975 / 0.976 recall at
+FPR 0.022 / 0.019 / 0.016 / 0.018 / 0.017; fresh9 0.979 / 0.983 / 0.987 / 0.987 / 0.985 at 0.037 / 0.037 /
+0.027 / 0.027 / 0.025; the last layer alone at 3e-6: 0.966, 0.013; fresh9 0.987, 0.027. Validation recall at
+FPR 0.02 is 0.978 for both layers at 3e-6 and 0.973 for the last one alone. Cost 2.5 (at 3e-5): 0.963, 0.018.
+fresh10, written after that without reading the filter's data, scored once: recall 0.981 (minors 0.931), FPR
+0.031 (12 of 389), against 0.963 and 0.041 for round 9 (`benchmarks/results/safety_fresh10_*.json`). Five of
+the 516 shapes-world prompts of `tessera eval`'s sets were refused, though (round 9: none), so the data then
+got 600 shapes-world prompts in the rich training wordings, and fresh9 and fresh10 were folded in 70/30
+(`benchmarks/fold_filter_rows.py`; 15,470 prompts), and the filter was retrained with these settings:
+validation 0.969, 0.020; no shapes-world prompt refused. fresh11, written after that, is its held-out set.
 """
 
 from __future__ import annotations
@@ -64,7 +79,8 @@ from tessera.safety.prompt_filter import (
 )
 
 log = logging.getLogger(__name__)
-FP_COST = 1.5  # a refused benign prompt's share weighs 1.5x a missed unsafe one's (chosen on fresh6, see above)
+FP_COST = 2.0  # a refused benign prompt's share weighs 2x a missed unsafe one's (round 10, see above)
+L2 = 3e-6  # the classifier's L2 penalty (round 10, see above)
 RESAMPLES = 30  # bootstrap resamples of the validation split the thresholds are the median of
 _KEYS = "qwertyuiopasdfghjklzxcvbnm"
 
@@ -104,7 +120,7 @@ def misspell(text: str) -> str:
 
 
 def fit(
-    x: torch.Tensor, y: torch.Tensor, l2: float = 1e-4, benign_weight: float = 3.0, steps: int = 300
+    x: torch.Tensor, y: torch.Tensor, l2: float = L2, benign_weight: float = 3.0, steps: int = 300
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial logistic regression. x (N, F), y (N,) -> W (C, F), b (C,).
 
@@ -207,6 +223,8 @@ def train(encoder, rows: list[Row], cfg: FilterConfig | None = None) -> dict:
         "classes": ",".join(CLASSES),
         "concepts": ",".join(concepts.names),
         "data_sha256": data_digest(rows),
+        "l2": str(L2),
+        "fp_cost": str(FP_COST),
     }
     flt = PromptFilter.from_tensors(tensors, meta, encoder)  # the thresholds are chosen on what the whole filter reads
     val = [r for r in rows if r.split == "val"]

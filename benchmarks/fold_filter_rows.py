@@ -1,0 +1,86 @@
+"""Add rows to the prompt filter's data (tessera/safety/data/prompts.tsv) for a retraining round.
+
+    python benchmarks/fold_filter_rows.py --world 600 --fold fresh9 fresh10
+
+--world N: N benign prompts about the bundled model's own world (coloured shapes on plain
+    backgrounds) in the rich *training* wordings and sentence shapes of
+    tessera/data/world/vocab/wording.json, one or two objects, a quarter with typos; kind "world",
+    70/30 train/val. The held-out wordings stay out, so `tessera eval --set paraphrase` remains a test
+    of the filter too (none of its prompts may be refused).
+--fold NAME...: a scored fresh set (prompts_NAME.tsv) joins the data 70/30 train/val, and its file is
+    removed. Rows already in the data (same text, case and spacing aside) are skipped.
+
+Splits are drawn from a generator seeded by each row's text, so a rerun makes the same file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import zlib
+
+import numpy as np
+
+from tessera.data.world.scenes import BACKGROUNDS, all_combos
+from tessera.data.world.wording import background_phrase, object_phrase, sentence, typo
+from tessera.safety.train_filter import data_file, load_prompts
+
+TYPO_SHARE = 0.25
+TYPO_RATE = 0.15
+TRAIN_SHARE = 0.7
+
+
+def _key(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().lower())
+
+
+def _split(text: str) -> str:
+    return "train" if np.random.default_rng(zlib.crc32(text.encode())).random() < TRAIN_SHARE else "val"
+
+
+def world_prompts(n: int, seed: int = 10) -> list[str]:
+    """n prompts of one or two shapes-world objects in the training wordings."""
+    rng = np.random.default_rng(seed)
+    combos = all_combos()
+    out: list[str] = []
+    while len(out) < n:
+        picks = [combos[int(rng.integers(len(combos)))] for _ in range(1 if rng.random() < 0.7 else 2)]
+        objs = " and ".join(object_phrase(c, s, m, rng) for c, s, m in picks)
+        background = list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))]
+        text = sentence(objs, background_phrase(background, rng), rng)
+        out.append(typo(text, rng, TYPO_RATE) if rng.random() < TYPO_SHARE else text)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--world", type=int, default=0, help="shapes-world prompts to add")
+    ap.add_argument("--fold", nargs="*", default=[], help="fresh sets to fold in (prompts_NAME.tsv)")
+    args = ap.parse_args()
+    path = data_file()
+    seen = {_key(r.text) for r in load_prompts(path)}
+    rows: list[str] = []
+
+    def add(text: str, category: str, kind: str) -> None:
+        if "\t" in text or _key(text) in seen:
+            return
+        seen.add(_key(text))
+        rows.append(f"{text}\t{category}\t{_split(text)}\t{kind}")
+
+    for text in world_prompts(args.world):
+        add(text, "benign", "world")
+    folded = []
+    for name in args.fold:
+        fresh = data_file(f"prompts_{name}.tsv")
+        for r in load_prompts(fresh):
+            add(r.text, r.category, r.kind)
+        folded.append(fresh)
+    with path.open("a", encoding="utf-8") as f:
+        f.write("".join(row + "\n" for row in rows))
+    for fresh in folded:
+        fresh.unlink()
+    print(f"added {len(rows)} rows to {path}; folded {', '.join(args.fold) or 'no fresh set'}")
+
+
+if __name__ == "__main__":
+    main()
