@@ -3,7 +3,7 @@
 Two layers read the normalised prompt (`normalize.clean`: homoglyphs, leetspeak, spacing, repeated
 letters undone):
 
-1. the lexicon (`lexicon.py`): high-precision terms and stems in 24 languages, a list of public figures,
+1. the lexicon (`lexicon.py`): high-precision terms and stems in 34 languages, a list of public figures,
    and a few rules (a child named together with sexual or violent terms; how-to wording about a weapon);
 2. a linear classifier over the text encoder's pooled embeddings (the MiniLM the model uses, so
    paraphrases land near their meaning; its last layer and its middle one, which still keeps more of
