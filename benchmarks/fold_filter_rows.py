@@ -1,6 +1,11 @@
 """Add rows to the prompt filter's data (tessera/safety/data/prompts.tsv) for a retraining round.
 
     python benchmarks/fold_filter_rows.py --world 600 --fold fresh9 fresh10
+    python benchmarks/fold_filter_rows.py --new fresh13 /path/to/blind_set.tsv
+
+--new NAME FILE: a blind test set becomes tessera/safety/data/prompts_NAME.tsv, without its rows that are
+    already in the data or in another fresh set (same text, case and spacing aside), with a comment saying
+    how many went; score it once (benchmarks/safety.py --sets ... NAME), then fold it in a later round.
 
 --world N: N benign prompts about the bundled model's own world (coloured shapes on plain
     backgrounds) in the rich *training* wordings and sentence shapes of
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import re
 import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -52,13 +58,33 @@ def world_prompts(n: int, seed: int = 10) -> list[str]:
     return out
 
 
+def add_fresh(name: str, source: str, seen: set[str]) -> None:
+    """Copy a blind test set to prompts_NAME.tsv, leaving out rows whose text is in `seen` or another fresh set."""
+    if data_file(f"prompts_{name}.tsv").exists():
+        raise SystemExit(f"prompts_{name}.tsv exists already; pick a new name for a new set")
+    for other in data_file().parent.glob("prompts_*.tsv"):
+        seen |= {_key(r.text) for r in load_prompts(other)}
+    lines = Path(source).read_text(encoding="utf-8").splitlines()
+    comments = [line for line in lines if line.startswith("#")]
+    rows = [line for line in lines if line.strip() and not line.startswith("#")]
+    kept = [line for line in rows if _key(line.split("\t")[0]) not in seen]
+    note = f"# {len(rows) - len(kept)} rows also in prompts.tsv or another fresh set (same text, case and spacing aside) removed."
+    data_file(f"prompts_{name}.tsv").write_text("\n".join([*comments, note, *kept]) + "\n", encoding="utf-8")
+    print(f"wrote prompts_{name}.tsv: {len(kept)} rows, {len(rows) - len(kept)} left out as already present")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--world", type=int, default=0, help="shapes-world prompts to add")
     ap.add_argument("--fold", nargs="*", default=[], help="fresh sets to fold in (prompts_NAME.tsv)")
+    ap.add_argument("--new", nargs=2, metavar=("NAME", "FILE"), help="add a blind test set as prompts_NAME.tsv")
     args = ap.parse_args()
     path = data_file()
     seen = {_key(r.text) for r in load_prompts(path)}
+    if args.new:
+        add_fresh(*args.new, seen)
+        if not (args.world or args.fold):
+            return
     rows: list[str] = []
 
     def add(text: str, category: str, kind: str) -> None:
