@@ -134,7 +134,7 @@ def test_recipes_list_and_bad_input_exit_codes(capsys):
     assert [r["name"] for r in listed] == list(RECIPES) and listed[0]["stages"] == ["vae", "dit"]
     for argv in (
         ["train"],  # neither a stage nor a recipe
-        ["train", "--recipe", "tessera-small:stage9"],
+        ["train", "--recipe", "tessera-small:stage99"],  # no such recipe
         ["train", "dit", "--recipe", "tessera-small:stage6"],  # a VAE-only recipe
         ["train", "dit", "--vae-steps", "3"],  # a flag of a stage not run
         ["train", "dit", "--shapes", "100x100"],
@@ -156,7 +156,7 @@ def test_model_card_spells_out_each_recipe_correctly():
     """Where the card writes a recipe out as flags (`# = tessera train ...`), the flags give the recipe."""
     card = (Path(tessera.__file__).parent / "weights" / "MODEL_CARD.md").read_text()
     found = re.findall(r"tessera train --recipe (\S+)\n# = tessera train (.*?)\n```", card, re.S)
-    assert {name for name, _ in found} == {f"tessera-small:stage{i}" for i in (2, 5, 6)} | {"tessera-small:edit"}
+    assert {name for name, _ in found} == {f"tessera-small:stage{i}" for i in (2, 5, 6, 9)} | {"tessera-small:edit"}
     for name, spelled in found:
         flags = " ".join(line.strip(" #\\") for line in spelled.splitlines())
         a, b = _plan(f"--recipe {name}"), _plan(flags)

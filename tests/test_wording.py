@@ -97,6 +97,29 @@ def test_paraphrase_set_is_held_out_from_training_texts():
     assert len(held_words & bench_words) >= 0.9 * len(held_words)
 
 
+def test_full_wording_teaches_every_attribute_word_but_keeps_the_benchmark_sentences_out():
+    """Wording "full" (stage 9): every word of the vocabularies reaches training texts; the held-out sentence
+    shapes and background frames, and the paraphrase set's prompts themselves, never do."""
+    texts = set()
+    for i in range(3000):
+        rng = np.random.default_rng([11, i])
+        spec = sample_spec(rng, 1.0, WorldConfig(two_object_fraction=0.3, wording="full"))
+        texts.update(clip_texts(spec, rng, "full"))
+    lowered = " ".join(texts).lower()
+    for attribute in ATTRIBUTES:
+        for w in all_wordings(attribute, "heldout"):
+            assert w.lower() in lowered, (attribute, w)
+    v = vocab()
+    for frame in v["sentences"]["heldout"] + v["background_frames"]["heldout"]:
+        fixed = [part.strip(" ,.!?:").lower() for part in re.split(r"\{\w+\}", frame)]
+        pattern = ".*".join(rf"\b{re.escape(f)}\b" for f in fixed if len(f) > 3)
+        if pattern:  # "{Bg}: {obj}" has no words of its own
+            assert not any(re.search(pattern, t.lower()) for t in texts), frame
+    assert not {r["prompt"] for r in read_eval_set("paraphrase")} & texts
+    with pytest.raises(ValueError, match="wording"):
+        captions.caption(ClipSpec(kind="shapes", background="black", objects=()), np.random.default_rng(0), "all")
+
+
 def test_enhancer_leaves_template_prompts_as_they_are():
     enhancer = RuleEnhancer()
     for c, s, m in all_combos():

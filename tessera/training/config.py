@@ -146,9 +146,11 @@ class DiTTrainConfig(TrainConfig):
         False, "also train on random conditioning masks (kept frames, boxes) so the model can edit and extend"
     )
     wording: str = arg(
-        "template", "world captions: the template phrases, or the rich vocabularies of data/world/vocab",
-        choices=("template", "rich"),
+        "template",
+        "world captions: the template phrases, the rich vocabularies' train words (rich) or all their words (full)",
+        choices=("template", "rich", "full"),
     )  # fmt: skip
+    two_objects: float = arg(0.1, "share of world clips with a second object")
     ema_decay: float = arg(0.999, "EMA decay of the weights that are saved")
     eval_every: int = arg(500, "steps between quick adherence checks (0: never)")
     eval_prompts: int = arg(16, "prompts of each quick adherence check")
@@ -213,7 +215,10 @@ def check_dit_train(cfg: DiTTrainConfig, model_cfg: ModelConfig | None = None) -
             f"of at least {TIMING_STEPS} (got {cfg.warmup_steps}): the step count is fixed after timing "
             f"{TIMING_STEPS} steps, and the schedule must not depend on it before then"
         )
-    if not 0 <= cfg.text_dropout <= 1 or not 0 <= cfg.ema_decay <= 1:
-        raise InputError(f"text_dropout {cfg.text_dropout} and ema_decay {cfg.ema_decay} must lie in 0..1")
+    if not 0 <= cfg.text_dropout <= 1 or not 0 <= cfg.ema_decay <= 1 or not 0 <= cfg.two_objects <= 1:
+        raise InputError(
+            f"text_dropout {cfg.text_dropout}, ema_decay {cfg.ema_decay} and two_objects {cfg.two_objects} "
+            "must lie in 0..1"
+        )
     if cfg.grad_accum < 1 or cfg.eval_every < 0:
         raise InputError(f"grad_accum {cfg.grad_accum} must be at least 1 and eval_every {cfg.eval_every} not negative")

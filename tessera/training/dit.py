@@ -74,7 +74,7 @@ def world_latents(vae: VideoVAE, out: Path, cfg: DiTTrainConfig, device: torch.d
 
     Rendering runs on every core; encoding on `device` (a GPU encodes in bigger batches).
     """
-    world = WorldConfig(seed=cfg.seed, wording=cfg.wording)
+    world = WorldConfig(seed=cfg.seed, wording=cfg.wording, two_object_fraction=cfg.two_objects)
     shapes = cfg.shapes or ((cfg.height_px, cfg.width_px),)
     on_gpu = torch.device(device).type == "cuda"
     opts = dict(device=device, workers=os.cpu_count() or 1, batch=32 if on_gpu else 8)

@@ -161,6 +161,29 @@ RECIPES: dict[str, Recipe] = {
                 wording="rich",
             ),
         ),  # fmt: skip
+        Recipe(
+            "tessera-small:stage9",
+            "DiT from the bundled model on one GPU: 6000 new clips (world seed 5) captioned in every word of the "
+            "vocabularies, 25% with two objects, random conditioning masks, buckets of 3 shapes x 1/2/4 s, 8.5 min",
+            run=dict(out="runs/stage9", vae=BUNDLED, shift=3.0, shift_ref_tokens=320),
+            dit=dict(
+                init_from=BUNDLED,
+                **BUCKETS,
+                clips=6000,
+                batch=64,
+                token_budget=49152,
+                steps=20000,
+                time_limit_s=8.5 * 60,
+                lr=3e-4,
+                warmup_steps=200,
+                seed=5,
+                eval_every=0,
+                checkpoint_every=500,
+                edit_masks=True,
+                wording="full",
+                two_objects=0.25,
+            ),
+        ),  # fmt: skip
     ]
 }
 

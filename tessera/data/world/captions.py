@@ -13,7 +13,10 @@ import numpy as np
 from tessera.data.world.scenes import PHOTOS, ClipSpec, ShapeObject
 from tessera.data.world.wording import rich_caption
 
-WORDINGS = ("template", "rich")  # template: the fixed phrases below; rich: the vocabularies of data/vocab
+# template: the fixed phrases below; rich: the vocabularies' "train" words; full: every word of the vocabularies
+# (sentence shapes still "train" only; tessera.data.world.wording)
+WORDINGS = ("template", "rich", "full")
+_WORD_SPLIT = {"rich": "train", "full": "all"}
 RICH_TYPO_RATE = 0.02  # share of words misspelled in rich captions
 
 _MOTION_PHRASES: dict[str, tuple[str, ...]] = {
@@ -55,7 +58,7 @@ def simple_prompt(colour: str, shape: str, motion: str, background: str) -> str:
 
 
 def caption(spec: ClipSpec, rng: np.random.Generator, wording: str = "template") -> str:
-    """A long caption for `spec`, wording drawn from `rng`; "rich" draws shapes captions from the vocabularies."""
+    """A long caption for `spec`, wording drawn from `rng`; "rich" and "full" draw shapes captions from the vocabularies."""
     if wording not in WORDINGS:
         raise ValueError(f"wording {wording!r} is not one of {', '.join(WORDINGS)}")
     if spec.kind == "pan":
@@ -63,8 +66,8 @@ def caption(spec: ClipSpec, rng: np.random.Generator, wording: str = "template")
         lead = _PAN_PHRASES[spec.pan][rng.integers(2)]
         text = f"{lead} a photo of {what}"
         return text[0].upper() + text[1:] + "."
-    if wording == "rich":
-        return rich_caption(spec, rng, "train", RICH_TYPO_RATE)
+    if wording in _WORD_SPLIT:
+        return rich_caption(spec, rng, _WORD_SPLIT[wording], RICH_TYPO_RATE)
     bg = _BACKGROUND_PHRASES[rng.integers(len(_BACKGROUND_PHRASES))].format(bg=spec.background)
     objs = " and ".join(_object_phrase(o, rng) for o in spec.objects)
     style = rng.integers(3)
@@ -81,7 +84,7 @@ def caption(spec: ClipSpec, rng: np.random.Generator, wording: str = "template")
 def training_text(spec: ClipSpec, rng: np.random.Generator, wording: str = "template") -> str:
     """What the model is trained on for one clip: the short title, the plain prompt or a long caption.
 
-    With wording "rich" the long captions (65% of texts) come from the vocabularies, so the
+    With wording "rich" or "full" the long captions (65% of texts) come from the vocabularies, so the
     model also keeps seeing the template words the prompt enhancer writes.
     """
     u = rng.random()

@@ -286,7 +286,7 @@ class WorldConfig:
     holdout_fraction: float = 0.1  # share of (colour, shape, motion) combos never trained on
     holdout_seed: int = 0
     exclude_held_out: bool = True
-    wording: str = "template"  # captions: "template" phrases or "rich" vocabularies (tessera/data/world/vocab)
+    wording: str = "template"  # captions: "template" phrases, "rich" or "full" vocabularies (data/world/wording.py)
 
 
 def sample_spec(rng: np.random.Generator, aspect: float, cfg: WorldConfig) -> ClipSpec:

@@ -4,8 +4,12 @@ The vocabularies (colour names and shades, shape nouns and descriptions, motion 
 phrases, background wordings, sentence shapes) are data, not code. Each list is split:
 
 * "train": what training captions draw from (`rich_caption`);
-* "heldout": never in a training text; only the paraphrase benchmark and the prompt
+* "heldout": never in a "rich" training text; only the paraphrase benchmark and the prompt
   enhancer's dictionary use them, so the benchmark measures wording the model never saw.
+
+The split "all" (wording "full" of a training run) draws attribute words from both lists,
+while sentence shapes and background frames stay "train": the model learns every word of
+the vocabularies, and the paraphrase benchmark's sentences stay ones it never read.
 
 `typo` adds the small rate of misspellings people make (swapped, dropped or doubled letters).
 """
@@ -20,6 +24,7 @@ import numpy as np
 
 ATTRIBUTES = ("colour", "shape", "motion", "background")
 SPLITS = ("train", "heldout")
+DRAW_SPLITS = (*SPLITS, "all")  # what captions may draw from: "all" = every attribute word, training sentence shapes
 
 
 @functools.lru_cache(maxsize=1)
@@ -30,8 +35,14 @@ def vocab() -> dict:
 
 
 def wordings(attribute: str, value: str, split: str = "train") -> list[str]:
-    """Every wording of one attribute value ("colour", "red") in one split; the canonical word is train[0]."""
-    return list(vocab()[attribute][value][split])
+    """Every wording of one attribute value ("colour", "red") in one split ("all": both); the canonical word is train[0]."""
+    lists = vocab()[attribute][value]
+    return lists["train"] + lists["heldout"] if split == "all" else list(lists[split])
+
+
+def _frames(kind: str, split: str) -> list[str]:
+    """Sentence shapes or background frames of a split; "all" keeps the training ones."""
+    return vocab()[kind]["train" if split == "all" else split]
 
 
 def all_wordings(attribute: str, split: str | None = None) -> dict[str, str]:
@@ -59,7 +70,7 @@ def object_phrase(colour: str, shape: str, motion: str, rng: np.random.Generator
 
 def background_phrase(background: str, rng: np.random.Generator, split: str = "train") -> str:
     """ "against pitch black": a background wording inside one of the background frames."""
-    frame = _pick(vocab()["background_frames"][split], rng)
+    frame = _pick(_frames("background_frames", split), rng)
     bg = _pick(wordings("background", background, split), rng)
     phrase = frame.format(bg=bg)
     return phrase.replace(" a a", " an a").replace(" a e", " an e").replace(" a i", " an i").replace(" a o", " an o")
@@ -67,7 +78,7 @@ def background_phrase(background: str, rng: np.random.Generator, split: str = "t
 
 def sentence(objects: str, background: str, rng: np.random.Generator, split: str = "train") -> str:
     """Put object and background phrases into one of the sentence shapes of `split`."""
-    shape = _pick(vocab()["sentences"][split], rng)
+    shape = _pick(_frames("sentences", split), rng)
     text = shape.format(obj=objects, bg=background, Bg=background[:1].upper() + background[1:])
     return text[:1].upper() + text[1:]
 
