@@ -2,6 +2,7 @@
 
     python benchmarks/fold_filter_rows.py --world 600 --fold fresh9 fresh10
     python benchmarks/fold_filter_rows.py --new fresh13 /path/to/blind_set.tsv
+    python benchmarks/fold_filter_rows.py --world 400 --world-words all --world-seed 11   # round 12
 
 --new NAME FILE: a blind test set becomes tessera/safety/data/prompts_NAME.tsv, without its rows that are
     already in the data or in another fresh set (same text, case and spacing aside), with a comment saying
@@ -44,16 +45,17 @@ def _split(text: str) -> str:
     return "train" if np.random.default_rng(zlib.crc32(text.encode())).random() < TRAIN_SHARE else "val"
 
 
-def world_prompts(n: int, seed: int = 10) -> list[str]:
-    """n prompts of one or two shapes-world objects in the training wordings."""
+def world_prompts(n: int, seed: int = 10, words: str = "train") -> list[str]:
+    """n prompts of one or two shapes-world objects in the training sentence shapes; attribute words from `words`
+    ("train", or "all": the held-out words too, as `tessera train --wording full` reads them)."""
     rng = np.random.default_rng(seed)
     combos = all_combos()
     out: list[str] = []
     while len(out) < n:
         picks = [combos[int(rng.integers(len(combos)))] for _ in range(1 if rng.random() < 0.7 else 2)]
-        objs = " and ".join(object_phrase(c, s, m, rng) for c, s, m in picks)
+        objs = " and ".join(object_phrase(c, s, m, rng, words) for c, s, m in picks)
         background = list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))]
-        text = sentence(objs, background_phrase(background, rng), rng)
+        text = sentence(objs, background_phrase(background, rng, words), rng, words)
         out.append(typo(text, rng, TYPO_RATE) if rng.random() < TYPO_SHARE else text)
     return out
 
@@ -76,6 +78,11 @@ def add_fresh(name: str, source: str, seen: set[str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--world", type=int, default=0, help="shapes-world prompts to add")
+    ap.add_argument(
+        "--world-words", choices=("train", "all"), default="train",
+        help="their attribute words: the vocabularies' train half, or all (sentence shapes stay the train ones)",
+    )  # fmt: skip
+    ap.add_argument("--world-seed", type=int, default=10, help="seed of the shapes-world prompts")
     ap.add_argument("--fold", nargs="*", default=[], help="fresh sets to fold in (prompts_NAME.tsv)")
     ap.add_argument("--new", nargs=2, metavar=("NAME", "FILE"), help="add a blind test set as prompts_NAME.tsv")
     args = ap.parse_args()
@@ -93,7 +100,7 @@ def main() -> None:
         seen.add(_key(text))
         rows.append(f"{text}\t{category}\t{_split(text)}\t{kind}")
 
-    for text in world_prompts(args.world):
+    for text in world_prompts(args.world, args.world_seed, args.world_words):
         add(text, "benign", "world")
     folded = []
     for name in args.fold:

@@ -595,6 +595,8 @@ def test_filter_settings_round_trip_through_metadata_and_old_files_read_the_last
         ("T r u m p n a k e d", "Trump naked"),
         ("b e a c h v o l l e y b a l l", "beach volleyball"),
         ("n u d e", "nude"),  # one word: joined, not split
+        ("e n d i n g   i t   a l l   b y   n o w", "ending   it   all   by   now"),  # its two-letter words too
+        ("i t is a b test", "i t is a b test"),  # no spaced-out run: single letters stay as written
     ],
 )
 def test_spaced_letters_that_spell_several_words_are_split_into_them(spaced, words):

@@ -58,6 +58,7 @@ _CHUNK = re.compile(rf"[\w{_LEET_CHARS}*]+")
 _UNIT = re.compile(r"\d+(?:st|nd|rd|th|d|k|p|fps|s|x|m|h|min|px|mm|cm|km|kg|am|pm)?")
 _HAS_LETTER = re.compile(r"[^\W\d_]")
 _SPACED = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][ .\-_·•]){2,}[^\W\d_](?![^\W\d_])")
+_PAIR = re.compile(r"(?<![^\W\d_])([^\W\d_]) ([^\W\d_])(?![^\W\d_])")  # two single letters, one space apart
 _DOTTED = re.compile(r"(?<=[^\W\d_])[._·•`^~]+(?=[^\W\d_])")
 _RUN = re.compile(r"(.)\1{2,}")
 
@@ -96,7 +97,11 @@ def join_spaced(text: str, article: bool = True) -> str:
         lead = run[:2] if article and run[:2] in ("a ", "i ") and len(run) >= 7 else ""
         return lead + split_words(re.sub(r"[ .\-_·•]", "", run[len(lead) :]))
 
-    return _SPACED.sub(join, text)
+    out, runs = _SPACED.subn(join, text)
+    if runs:  # a spaced-out prompt spaces its two-letter words too: 'e n d i n g   i t   a l l' -> 'ending it all'
+        costs, _ = _word_costs()
+        out = _PAIR.sub(lambda m: m[1] + m[2] if (m[1] + m[2]).lower() in costs else m[0], out)
+    return out
 
 
 SPLIT_MIN = 8  # a joined run at least this long that is no known word is split into words ("killhim" stays)
