@@ -24,7 +24,6 @@ import numpy as np
 
 ATTRIBUTES = ("colour", "shape", "motion", "background")
 SPLITS = ("train", "heldout")
-DRAW_SPLITS = (*SPLITS, "all")  # what captions may draw from: "all" = every attribute word, training sentence shapes
 
 
 @functools.lru_cache(maxsize=1)
