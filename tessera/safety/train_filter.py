@@ -56,8 +56,8 @@ were sentences spelt out letter by letter ("k i l l h i m w i t h ..."), which `
 unreadable word; it now splits such runs into words (`normalize.split_words`), and the filter was retrained:
 validation 0.971, 0.020; fresh12 (no longer held out) 0.951, 0.032.
 Round 12 kept these settings. fresh13, written blind after round 11, scored once: recall 0.940 (hate 0.846), FPR
-0.035 (14 of 400). Then fresh11, fresh12 and fresh13 were folded in 70/30, and the lexicon got the words of 12
-fresh13 misses (Bengali, Urdu, Amharic, Zulu, Ukrainian; "14 words", "blood and soil", "pro-ana") and allow
+0.035 (14 of 400). Then fresh11, fresh12 and fresh13 were folded in 70/30, and the lexicon got words from
+fresh13's misses (Bengali, Urdu, Amharic, Zulu, Ukrainian; "14 words", "blood and soil", "pro-ana") and allow
 phrases (mental-health and suicide-prevention campaigns, gun safes, hunter education). fresh14, written blind
 after that, scored once: recall 0.952 (minors 0.918), FPR 0.028 (11 of 390). That fit refused 4 of the 516
 shapes-world prompts of `tessera eval`'s sets (held-out words: "obsidian all around it" -> violence), so 400

@@ -30,6 +30,15 @@ def _dit_on_cpu(seed: int, steps: int, eval_every: int, init_from: str) -> dict[
     )  # fmt: skip
 
 
+FROM_BUNDLED = dict(vae=BUNDLED, shift=3.0, shift_ref_tokens=320)  # run fields of a stage continuing the bundled model
+
+
+def _masked_from_bundled(**changes: Any) -> dict[str, Any]:
+    """The edit stage and stage 9: the bundled DiT continued on new bucketed clips with conditioning masks."""
+    base = dict(init_from=BUNDLED, **BUCKETS, steps=20000, lr=3e-4, eval_every=0, edit_masks=True)
+    return base | changes
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -143,21 +152,15 @@ RECIPES: dict[str, Recipe] = {
             "tessera-small:edit",
             "DiT from the bundled model on 1200 new clips (world seed 4) with rich captions and random conditioning "
             "masks, buckets of 3 shapes x 1/2/4 s, 80 min on the 2-core CPU",
-            run=dict(out="runs/edit", vae=BUNDLED, shift=3.0, shift_ref_tokens=320),
-            dit=dict(
-                init_from=BUNDLED,
-                **BUCKETS,
+            run=dict(out="runs/edit", **FROM_BUNDLED),
+            dit=_masked_from_bundled(
                 clips=1200,
                 batch=16,
                 token_budget=5120,
-                steps=20000,
                 time_limit_s=80 * 60,
-                lr=3e-4,
                 warmup_steps=100,
                 seed=4,
-                eval_every=0,
                 checkpoint_every=100,
-                edit_masks=True,
                 wording="rich",
             ),
         ),  # fmt: skip
@@ -165,21 +168,15 @@ RECIPES: dict[str, Recipe] = {
             "tessera-small:stage9",
             "DiT from the bundled model on one GPU: 6000 new clips (world seed 5) captioned in every word of the "
             "vocabularies, 25% with two objects, random conditioning masks, buckets of 3 shapes x 1/2/4 s, 8.5 min",
-            run=dict(out="runs/stage9", vae=BUNDLED, shift=3.0, shift_ref_tokens=320),
-            dit=dict(
-                init_from=BUNDLED,
-                **BUCKETS,
+            run=dict(out="runs/stage9", **FROM_BUNDLED),
+            dit=_masked_from_bundled(
                 clips=6000,
                 batch=64,
                 token_budget=49152,
-                steps=20000,
                 time_limit_s=8.5 * 60,
-                lr=3e-4,
                 warmup_steps=200,
                 seed=5,
-                eval_every=0,
                 checkpoint_every=500,
-                edit_masks=True,
                 wording="full",
                 two_objects=0.25,
             ),
