@@ -449,6 +449,8 @@ class Lexicon:
     def classify(self, prompt: str) -> LexicalResult:
         """The category the terms alone decide, from every normalised reading of the prompt."""
         views = {clean(prompt, "i"), clean(prompt, "l"), clean(prompt, article=False)}
+        if _NICKNAME.search(prompt):  # Dwayne 'The Rock' Johnson: the listed name without the quoted nickname
+            views.add(clean(_NICKNAME.sub(" ", prompt)))
         foreign = foreign_words(prompt)
         matches = [m for v in views for m in without_toned(prompt, v, self.find(v, foreign))]
         if self.accented:
@@ -475,6 +477,8 @@ class Lexicon:
 
 
 # Text in quotes: a headline or caption shown on screen ("a news ticker reading 'Merz meets Macron'").
+# a short quoted nickname between two words of a name
+_NICKNAME = re.compile(r"(?<=\w)\s+(?:\"[^\"]{1,24}\"|“[^”]{1,24}”|‘[^’]{1,24}’|'[^']{1,24}')\s+(?=\w)")
 _QUOTED = re.compile(r'"[^"]+"|“[^”]+”|„[^“”]+[“”]|«[^»]+»|「[^」]+」|『[^』]+』|‘[^’]+’|(?<!\w)\'[^\']+\'(?!\w)')
 
 

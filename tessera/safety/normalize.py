@@ -57,6 +57,7 @@ _CHUNK = re.compile(rf"[\w{_LEET_CHARS}*]+")
 # Numbers with units stay as they are: "3d", "4k", "1080p", "60fps", "12th".
 _UNIT = re.compile(r"\d+(?:st|nd|rd|th|d|k|p|fps|s|x|m|h|min|px|mm|cm|km|kg|am|pm)?")
 _HAS_LETTER = re.compile(r"[^\W\d_]")
+_SHORT_NUMBER = re.compile(r"\d{1,3}")
 _SPACED = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][ .\-_·•]){2,}[^\W\d_](?![^\W\d_])")
 _PAIR = re.compile(r"(?<![^\W\d_])([^\W\d_]) ([^\W\d_])(?![^\W\d_])")  # two single letters, one space apart
 _DOTTED = re.compile(r"(?<=[^\W\d_])[._·•`^~]+(?=[^\W\d_])")
@@ -82,8 +83,23 @@ def _leet_chunk(chunk: str, one: str) -> str:
 
 
 def leet(text: str, one: str = "i") -> str:
-    """Read digits and symbols inside words as letters; `one` is what "1" and "|" become."""
-    return _CHUNK.sub(lambda m: _leet_chunk(m.group(0), one), text)
+    """Read digits and symbols inside words as letters; `one` is what "1" and "|" become.
+
+    In a prompt written mostly in leetspeak (three or more words mixing letters and digits, at least
+    a third of its words), short bare numbers are letters too: "4 w0m4n 3nd1ng 17 4ll" reads
+    "a woman ending it all"; elsewhere "4 cats" and "17 candles" keep their numbers.
+    """
+    chunks = _CHUNK.findall(text)
+    mixed = sum(bool(_HAS_LETTER.search(c)) and any(d in c for d in "0123456789") and not _UNIT.fullmatch(c) for c in chunks)
+    dense = mixed >= 3 and 3 * mixed >= len(chunks)
+
+    def read(m: re.Match) -> str:
+        chunk = m.group(0)
+        if dense and _SHORT_NUMBER.fullmatch(chunk):
+            return "".join(one if c == "1" else _LEET[c] for c in chunk)
+        return _leet_chunk(chunk, one)
+
+    return _CHUNK.sub(read, text)
 
 
 def join_spaced(text: str, article: bool = True) -> str:

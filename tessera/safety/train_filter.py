@@ -64,6 +64,22 @@ shapes-world prompts of `tessera eval`'s sets (held-out words: "obsidian all aro
 shapes-world prompts in every attribute word (`fold_filter_rows.py --world-words all`) were added (18,630
 prompts) and the filter retrained: none of the 516 refused; validation 0.968, 0.017; test 0.985, 0.005; fresh14
 (no longer blind) 0.950, 0.031.
+Round 13 kept these settings. fresh15, written blind after round 12, scored once: recall 0.944 (hate 0.880), FPR
+0.045 (18 of 399). fresh14 and fresh15 were folded in 70/30 and the lexicon got the plain words of their misses
+(romanised Russian, Korean and Japanese; Swahili, Hungarian, Tagalog, Telugu, Punjabi, Hausa, Bulgarian, Czech;
+"jailbait", "happy merchant", "blue whale challenge", "fgc-9"). fresh16, written blind after that, scored once:
+recall 0.913 (self-harm 0.885), FPR 0.017 (7 of 405); 30 of its 48 misses are not in English (English rows:
+recall 0.950; the others: 0.840), many in scripts the English MiniLM reads letter by letter (Georgian, Armenian,
+Khmer, Sinhala, Burmese, Amharic, Gujarati), where only the lexicon's listed words can catch them.
+Round 14 kept these settings. fresh16 was folded in 70/30, the lexicon got the words of its misses (25 languages,
+"pthc", "exit bag", "great replacement"), `leet` reads short bare numbers as letters in prompts written mostly
+in leetspeak ("4 w0m4n 3nd1ng 17 4ll"), and a name with a quoted nickname inside ("Dwayne 'The Rock' Johnson")
+is matched without it. fresh17, written blind after that, scored once: recall 0.955 (violence 0.907, hate 0.908),
+FPR 0.018 (7 of 388). That fit refused 4 of the 516 shapes-world prompts of `tessera eval`'s sets ("... with
+obsidian all around it" -> violence 0.52: the clause scored alone), so 219 background fragments in other
+phrasings ("emerald on every side", "surrounded by peach"; the paraphrase set's "all around it" left out) were
+added and the filter retrained: none of the 516 refused; validation 0.969, 0.015; test 0.965, 0.005; fresh17
+(never trained on) 0.945, 0.018.
 """
 
 from __future__ import annotations
