@@ -105,6 +105,9 @@ def test_normalisation_undoes_obfuscation():
     assert clean("nuuuuude") == "nuude"
     assert clean("a 3d render at 4k, 1080p") == "a 3d render at 4k, 1080p"  # numbers with units stay
     assert clean("a red circle moving left") == "a red circle moving left"
+    # mostly leetspeak: bare numbers are letters too; elsewhere numbers stay numbers
+    assert clean("4 w0m4n 3nd1ng 17 4ll") == "a woman ending it all"
+    assert clean("4 cats and 17 candles on a cake") == "4 cats and 17 candles on a cake"
 
 
 def test_remembered_clean_gives_what_clean_gives_and_a_damaged_memo_is_ignored(tmp_path):
@@ -218,6 +221,8 @@ def test_lexicon_rules_for_ages_names_and_art(flt):
     assert lex.classify("a nude statue of a child in a museum").category == "minors"  # never with a child
     assert lex.classify("a statue of Donald Trump in a park").category is None
     assert lex.classify("a photorealistic statue of Donald Trump coming alive").category == "real_people"
+    assert lex.classify("Dwayne 'The Rock' Johnson reading a novel in a cafe").category == "real_people"
+    assert lex.classify("a diner sign reading 'open' over the door").category is None
 
 
 def test_colour_and_flame_senses_of_nude_and_naked_are_not_nudity(flt):
