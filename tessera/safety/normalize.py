@@ -90,7 +90,9 @@ def leet(text: str, one: str = "i") -> str:
     "a woman ending it all"; elsewhere "4 cats" and "17 candles" keep their numbers.
     """
     chunks = _CHUNK.findall(text)
-    mixed = sum(bool(_HAS_LETTER.search(c)) and any(d in c for d in "0123456789") and not _UNIT.fullmatch(c) for c in chunks)
+    mixed = sum(
+        bool(_HAS_LETTER.search(c)) and any(d in c for d in "0123456789") and not _UNIT.fullmatch(c) for c in chunks
+    )
     dense = mixed >= 3 and 3 * mixed >= len(chunks)
 
     def read(m: re.Match) -> str:
