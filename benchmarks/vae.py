@@ -17,6 +17,13 @@ and tiled decoding of a 720p clip.
 (e) capacity: what simple codes with a given number of latent numbers reach on the same
             held-out clips (area down-sampling, the best linear block code): how big a latent
             a PSNR target needs.
+(f) footage: the real-footage preset (8× space, 4× time, 32 channels) beside a diffusers
+            AutoencoderKLWan of the same compression and size (10.7 M against 10.3 M parameters):
+            decode and encode speed and peak memory, each in a fresh process.
+
+    python benchmarks/vae.py --only recon footage --vae tessera/weights/tessera-footage-vae.safetensors \
+        --out benchmarks/results/vae_footage.json           # the footage preset's figures
+    python benchmarks/vae.py --only race --race-preset footage --out ...   # the training race at 8× / 32
 
 `--only` updates those sections of an existing results file and keeps the others.
 """
@@ -106,7 +113,7 @@ def held_out_photos(n: int, seed: int = HELD_OUT_SEED) -> list[str]:
 
 
 def bench_recon(args) -> dict:
-    vae = load_video_vae()
+    vae = load_video_vae(args.vae or None)
     out = {"size_px": args.size, "frames": args.frames, "seed": HELD_OUT_SEED, "vae": asdict(vae.cfg)}
     for name, pan in (("shapes", 0.0), ("pans", 1.0)):
         out[name], per_clip = quality(vae, held_out(args.clips, args.frames, args.size, pan))
@@ -210,20 +217,25 @@ def bench_speed(args) -> dict:
 # ----------------------------------------------------------------------------- (c) race
 
 
-def wan_like(quick: bool) -> DiffusersVAE:
-    """AutoencoderKLWan with our compression: 4 down-samples (16× space), the last two also in time (4×)."""
+def wan_like(quick: bool, spatial: int = 16) -> DiffusersVAE:
+    """AutoencoderKLWan with our compression: 16× space (4 down-samples) and 16 channels like the bundled VAE, or
+    8× space (3 down-samples) and 32 channels like the footage preset; the last two down-samples also halve time."""
     from diffusers import AutoencoderKLWan
 
     base = 8 if quick else 32
+    if spatial == 16:  # widths 32 / 64 / 64 / 128 / 256 at 1× / 2× / 4× / 8× / 16×
+        mult, in_time, z = [1, 2, 2, 4, 8], [False, False, True, True], 16
+    else:  # widths 32 / 64 / 128 / 128 at 1× / 2× / 4× / 8×: 10.3 M parameters against the footage preset's 10.7 M
+        mult, in_time, z = [1, 2, 4, 4], [False, True, True], 32
     model = AutoencoderKLWan(
         base_dim=base,
-        z_dim=16,
-        dim_mult=[1, 2, 2, 4, 8],  # widths 32 / 64 / 64 / 128 / 256 at 1× / 2× / 4× / 8× / 16×
+        z_dim=z,
+        dim_mult=mult,
         num_res_blocks=1,
-        temperal_downsample=[False, False, True, True],
-        latents_mean=[0.0] * 16,
-        latents_std=[1.0] * 16,
-        scale_factor_spatial=16,
+        temperal_downsample=in_time,
+        latents_mean=[0.0] * z,
+        latents_std=[1.0] * z,
+        scale_factor_spatial=spatial,
         scale_factor_temporal=4,
     )
     return DiffusersVAE(model)
@@ -278,10 +290,12 @@ def decode_fps(vae, frames: int, size_px: int, repeats: int) -> float:
 
 def bench_race(args) -> dict:
     torch.manual_seed(0)
-    ours_cfg = PRESETS["tiny"].vae if args.quick else load_video_vae().cfg  # the bundled VAE's architecture
+    # the bundled VAE's architecture, or a preset's (footage: 8× space, 32 channels)
+    ours_cfg = PRESETS[args.race_preset].vae if args.race_preset else load_video_vae().cfg
     if args.quick:
-        ours_cfg = type(ours_cfg)(**{**asdict(ours_cfg), "latent_channels": 16})
-    models = {"ours": VideoVAE(ours_cfg), "wan": wan_like(args.quick)}
+        ours_cfg = type(ours_cfg)(**{**asdict(PRESETS["tiny"].vae), "latent_channels": ours_cfg.latent_channels,
+                                     "patch_px": ours_cfg.patch_px})  # fmt: skip
+    models = {"ours": VideoVAE(ours_cfg), "wan": wan_like(args.quick, ours_cfg.spatial_factor)}
     half = max(1, args.race_clips // 2)
     x = torch.cat(
         [
@@ -290,6 +304,7 @@ def bench_race(args) -> dict:
         ]
     )
     out = {
+        "ours_vae": asdict(ours_cfg),
         "steps": args.steps,
         "batch": args.train_batch,
         "frames": args.train_frames,
@@ -307,6 +322,51 @@ def bench_race(args) -> dict:
     out["decode_speed_ratio_ours_over_wan"] = round(out["ours"]["decode_fps"] / out["wan"]["decode_fps"], 2)
     out["decode_fps_at"] = {"size_px": args.size, "frames": args.frames}
     print(f"race decode speed ratio ours / wan: {out['decode_speed_ratio_ours_over_wan']}")
+    return out
+
+
+# ----------------------------------------------------------------------------- (f) footage
+
+
+def _footage_child(
+    kind: str, vae_path: str, frames: int, size_px: int, repeats: int, threads: int, quick: bool
+) -> dict:
+    """Encode and decode seconds, frames per second and peak RSS of one VAE, alone in this process."""
+    torch.set_num_threads(threads)
+    if kind == "wan":
+        vae = _Raw(wan_like(quick, spatial=8))
+    else:
+        vae = _Raw(load_video_vae(vae_path) if vae_path else VideoVAE(PRESETS["footage"].vae))
+    params = sum(p.numel() for p in vae.parameters())
+    x = held_out(1, frames, size_px, 1.0)
+    out: dict = {"params_m": round(params / 1e6, 2)}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        z = vae.encode(x)
+        out["latent"] = list(z.shape)
+        for op in ("encode", "decode"):
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                vae.encode(x) if op == "encode" else vae.decode(z)
+                times.append(time.perf_counter() - t0)
+            s = statistics.median(times)
+            out[op] = {"seconds": round(s, 3), "fps": round(frames / s, 2)}
+    out["peak_rss_mib"] = round(peak_rss_mib())
+    return out
+
+
+def bench_footage(args) -> dict:
+    """The footage preset's VAE (trained, from --vae, or untrained) and a Wan VAE of matched size: speed and memory."""
+    size, frames = (64, 5) if args.quick else (args.size, args.frames)
+    out = {"size_px": size, "frames": frames, "batch": 1, "threads": torch.get_num_threads(), "vae": args.vae}
+    for kind in ("ours", "wan"):
+        out[kind] = in_fresh_process(
+            _footage_child, kind, args.vae, frames, size, args.repeats, torch.get_num_threads(), args.quick
+        )
+        print(f"footage {kind}: {out[kind]}")
+    for op in ("encode", "decode"):
+        out[f"{op}_speed_ratio_ours_over_wan"] = round(out["ours"][op]["fps"] / out["wan"][op]["fps"], 2)
+    out["peak_rss_ratio_ours_over_wan"] = round(out["ours"]["peak_rss_mib"] / out["wan"]["peak_rss_mib"], 2)
     return out
 
 
@@ -359,7 +419,9 @@ def bench_tiled(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="+", choices=["recon", "speed", "race", "tiled", "capacity"], default=None)
+    ap.add_argument(
+        "--only", nargs="+", choices=["recon", "speed", "race", "tiled", "capacity", "footage"], default=None
+    )
     ap.add_argument("--quick", action="store_true", help="tiny sizes and models: checks the script runs")
     ap.add_argument("--clips", type=int, default=32, help="held-out clips per kind for (a)")
     ap.add_argument("--size", type=int, default=256)
@@ -370,12 +432,14 @@ def main() -> None:
     ap.add_argument("--train-size", type=int, default=128)
     ap.add_argument("--train-frames", type=int, default=9)
     ap.add_argument("--race-clips", type=int, default=16, help="held-out clips (half shapes, half pans) for (c)")
+    ap.add_argument("--race-preset", default="", help="(c) races this preset's VAE (default: the bundled one's)")
     ap.add_argument("--tile", type=int, default=TilingConfig.tile_latent)
     ap.add_argument("--overlap", type=int, default=TilingConfig.overlap_latent)
     ap.add_argument("--chunk", type=int, default=TilingConfig.chunk_latent_frames)
     ap.add_argument(
         "--compare-size", type=int, default=768, help="square size for tiled vs untiled (needs > tile × 16)"
     )
+    ap.add_argument("--vae", default="", help="VAE or generation checkpoint for (a) (default: the bundled model's)")
     ap.add_argument("--out", default="benchmarks/results/vae.json")
     args = ap.parse_args()
     if args.quick:
@@ -383,6 +447,7 @@ def main() -> None:
         args.train_size, args.train_frames, args.race_clips = 32, 5, 2
     sections = {
         "recon": bench_recon, "speed": bench_speed, "race": bench_race, "tiled": bench_tiled, "capacity": bench_capacity,
+        "footage": bench_footage,
     }  # fmt: skip
     path = Path(args.out)
     kept = json.loads(path.read_text()) if args.only and path.is_file() else {}

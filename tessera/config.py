@@ -84,6 +84,12 @@ PRESETS: dict[str, ModelConfig] = {
         dit=DiTConfig(in_channels=8, width=64, depth=2, heads=2),
     ),
     "small": ModelConfig(),
+    # real footage: 8x space, 4x time, 32 channels (1/8 of a number per pixel and frame, 8x "small"'s; issue 3's
+    # capacity table puts photo pans at 27 dB there); 4x4 patches keep "small"'s token count at every size
+    "footage": ModelConfig(
+        vae=VAEConfig(latent_channels=32, base_channels=64, patch_px=2),
+        dit=DiTConfig(in_channels=32, patch_hw=4),
+    ),
     "base": ModelConfig(
         vae=VAEConfig(latent_channels=16, base_channels=128, blocks_per_level=2),
         dit=DiTConfig(width=1024, depth=24, heads=16, text_dim=384),

@@ -152,3 +152,41 @@ def test_dit_quick_eval_judges_the_ema_weights_through_the_pipeline(tmp_path):
     scores = [r["eval"] for r in rows if "eval" in r]
     assert len(scores) == 1 and scores[0]["n"] == 2 and 0 <= scores[0]["colour"] <= 1, scores
     assert len((tmp_path / "a" / "eval_ledger.jsonl").read_text().splitlines()) == 2
+
+
+def test_vae_time_limit_workers_and_init_from(tmp_path):
+    """A time-limited VAE run fixes its step count after timing and keeps it when resumed; clips rendered by
+    worker processes are the same steps' clips; --vae-init-from starts from a checkpoint's weights."""
+    cfg = VAETrainConfig(
+        steps=500, batch=1, warmup_steps=60, checkpoint_every=1000, frames=5, size_px=32, time_limit_s=1e-3
+    )
+    final = train_vae(tmp_path / "a", TINY.vae, cfg)
+    assert checkpoint.load(final)[2]["steps"] == "50"  # the budget was spent before timing ended
+    assert checkpoint.load(train_vae(tmp_path / "a", TINY.vae, cfg))[2]["steps"] == "50"  # resumed: still 50
+    with pytest.raises(ValueError, match="warmup"):
+        train_vae(tmp_path / "b", TINY.vae, dataclasses.replace(cfg, warmup_steps=10))
+
+    short = VAETrainConfig(steps=3, batch=1, warmup_steps=1, checkpoint_every=100, frames=5, size_px=32)
+    inline = _weights(train_vae(tmp_path / "w0", TINY.vae, short))
+    rendered = _weights(train_vae(tmp_path / "w1", TINY.vae, dataclasses.replace(short, workers=1)))
+    for k in inline:
+        assert torch.equal(inline[k], rendered[k]), k
+
+    from tessera.training.vae import build_vae
+
+    grown = build_vae(TINY.vae, init_from=str(final))
+    for k, v in _weights(final).items():
+        assert torch.equal(grown.state_dict()[k], v), k
+    assert grown.training and all(p.requires_grad for p in grown.parameters())
+    with pytest.raises(ValueError, match="config"):
+        build_vae(dataclasses.replace(TINY.vae, latent_channels=4), init_from=str(final))
+
+
+def test_footage_preset_has_8x_space_32_channels_and_small_token_count():
+    from tessera.geometry import Geometry
+
+    small, footage = PRESETS["small"], PRESETS["footage"]
+    assert (footage.vae.spatial_factor, footage.vae.temporal_factor, footage.vae.latent_channels) == (8, 4, 32)
+    g = {name: Geometry.of(m.vae, m.dit) for name, m in (("small", small), ("footage", footage))}
+    assert g["small"].unit_px == g["footage"].unit_px == 32  # pixels per token side: the same tokens at every size
+    assert footage.dit.in_channels == footage.vae.latent_channels

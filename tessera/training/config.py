@@ -77,7 +77,7 @@ class RunConfig:
     """Where a run writes and which model it trains (the model's own fields live in tessera.config)."""
 
     out: str = arg("runs/small", "run folder: the VAE stage writes OUT/vae, the DiT stage OUT/dit")
-    preset: str = arg("small", "model preset (tessera.config.PRESETS)", choices=("tiny", "small", "base"))
+    preset: str = arg("small", "model preset (tessera.config.PRESETS)", choices=("tiny", "small", "footage", "base"))
     vae: str = arg("", "VAE checkpoint the DiT trains on (default OUT/vae/vae.safetensors, or the dataset's)")
     shift: float | None = arg(None, "timestep shift for training and sampling, 0.1..20 (default: preset)")
     shift_ref_tokens: int | None = arg(None, "tokens at which --shift applies; it grows as sqrt(tokens)")
@@ -118,6 +118,12 @@ class VAETrainConfig(TrainConfig):
     decoder_from: str = arg(
         "", "fine-tune only the decoder of this VAE or generation checkpoint", aliases=("--decoder-from",)
     )
+    init_from: str = arg("", "start the whole VAE from this VAE checkpoint's weights (a new schedule)")
+    workers: int = arg(0, "processes rendering the VAE's training clips ahead of the optimiser (0: none)")
+    time_limit_s: float = arg(
+        0.0, "fit the VAE run into this many minutes (0: run --vae-steps)",
+        flag="--vae-time-limit-min", parse=minutes_to_s,
+    )  # fmt: skip
 
 
 @dataclass
@@ -179,8 +185,20 @@ def check_train(cfg: TrainConfig) -> None:
         raise InputError(f"warmup_steps {cfg.warmup_steps} must be at least 1 and lr {cfg.lr} not negative")
 
 
+def check_time_limit(cfg: VAETrainConfig | DiTTrainConfig, warmup_flag: str) -> None:
+    if cfg.time_limit_s < 0 or (cfg.time_limit_s and cfg.warmup_steps < TIMING_STEPS):
+        raise InputError(
+            f"a time limit ({cfg.time_limit_s / 60:g} min) needs a positive number of minutes and {warmup_flag} "
+            f"of at least {TIMING_STEPS} (got {cfg.warmup_steps}): the step count is fixed after timing "
+            f"{TIMING_STEPS} steps, and the schedule must not depend on it before then"
+        )
+
+
 def check_vae_train(cfg: VAETrainConfig, spatial_factor: int, temporal_factor: int) -> None:
     check_train(cfg)
+    check_time_limit(cfg, "--vae-warmup-steps")
+    if cfg.workers < 0:
+        raise InputError(f"--vae-workers {cfg.workers} must be 0 (render in the training process) or more")
     if not 0 <= cfg.pan_fraction <= 1:
         raise InputError(f"--vae-pan-fraction {cfg.pan_fraction} is outside 0..1")
     if cfg.size_px % spatial_factor or cfg.size_px <= 0 or (cfg.frames - 1) % temporal_factor or cfg.frames < 1:
@@ -209,12 +227,7 @@ def check_dit_train(cfg: DiTTrainConfig, model_cfg: ModelConfig | None = None) -
         )  # fmt: skip
         for h, w in cfg.shapes or ((cfg.height_px, cfg.width_px),):
             geometry.check_size(w, h)
-    if cfg.time_limit_s < 0 or (cfg.time_limit_s and cfg.warmup_steps < TIMING_STEPS):
-        raise InputError(
-            f"a time limit ({cfg.time_limit_s / 60:g} min) needs a positive number of minutes and --warmup-steps "
-            f"of at least {TIMING_STEPS} (got {cfg.warmup_steps}): the step count is fixed after timing "
-            f"{TIMING_STEPS} steps, and the schedule must not depend on it before then"
-        )
+    check_time_limit(cfg, "--warmup-steps")
     if not 0 <= cfg.text_dropout <= 1 or not 0 <= cfg.ema_decay <= 1 or not 0 <= cfg.two_objects <= 1:
         raise InputError(
             f"text_dropout {cfg.text_dropout}, ema_decay {cfg.ema_decay} and two_objects {cfg.two_objects} "

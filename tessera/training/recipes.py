@@ -181,6 +181,47 @@ RECIPES: dict[str, Recipe] = {
                 two_objects=0.25,
             ),
         ),  # fmt: skip
+        Recipe(
+            "tessera-footage:vae1",
+            "the footage preset's VAE (8x space, 4x time, 32 channels) from scratch on one GPU: 3239 steps of 12 "
+            "square 256 px 9-frame clips, half of them photo pans, 15 render workers (H200: 6.2 min)",
+            run=dict(out="runs/footage", preset="footage"),
+            vae=dict(
+                steps=3239,
+                batch=12,
+                size_px=256,
+                frames=9,
+                pan_fraction=0.5,
+                lr=1e-3,
+                warmup_steps=200,
+                kl_weight=1e-4,
+                seed=0,
+                workers=15,
+                checkpoint_every=1000,
+                log_every=25,
+            ),
+        ),  # fmt: skip
+        Recipe(
+            "tessera-footage:vae2",
+            "the footage VAE continued from vae1: 2124 steps on new clips (seed 1), 60% photo pans, lr 3e-4 "
+            "(H200: 4 min); the shipped tessera/weights/tessera-footage-vae.safetensors",
+            run=dict(out="runs/footage2", preset="footage"),
+            vae=dict(
+                init_from="runs/footage/vae/vae.safetensors",
+                steps=2124,
+                batch=12,
+                size_px=256,
+                frames=9,
+                pan_fraction=0.6,
+                lr=3e-4,
+                warmup_steps=60,
+                kl_weight=1e-4,
+                seed=1,
+                workers=15,
+                checkpoint_every=1000,
+                log_every=25,
+            ),
+        ),  # fmt: skip
     ]
 }
 
