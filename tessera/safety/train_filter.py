@@ -80,6 +80,13 @@ obsidian all around it" -> violence 0.52: the clause scored alone), so 219 backg
 phrasings ("emerald on every side", "surrounded by peach"; the paraphrase set's "all around it" left out) were
 added and the filter retrained: none of the 516 refused; validation 0.969, 0.015; test 0.965, 0.005; fresh17
 (never trained on) 0.945, 0.018.
+Round 15 keeps that classifier and lowers the false-positive cost from 2.0 to 1.0 (`--thresholds-only` chooses
+the thresholds again on the validation split). The cost was chosen on fresh17 (never trained on), from the
+thresholds each cost gives on validation: cost 2.0 recall 0.945, FPR 0.018 (worst category 0.908); 1.5: 0.960,
+0.018; 1.25: 0.960, 0.021; 1.0: 0.972, 0.026 (0.947); 0.75: 0.974, 0.026. 1.0 is the highest cost that met
+both targets there. fresh18, written blind after that, scored once: recall 0.965 (worst category 0.932), FPR
+0.038 (near-miss 0.059): neither target met. Afterwards, on fresh18 for comparison only: cost 2.0 gave 0.940,
+0.026; 1.5 gave 0.957, 0.028. No cost meets both targets on fresh18: the classifier itself has to separate better.
 """
 
 from __future__ import annotations
@@ -110,7 +117,7 @@ from tessera.safety.prompt_filter import (
 )
 
 log = logging.getLogger(__name__)
-FP_COST = 2.0  # a refused benign prompt's share weighs 2x a missed unsafe one's (round 10, see above)
+FP_COST = 1.0  # a refused benign prompt's share weighs as much as a missed unsafe one's (round 15, see above)
 L2 = 3e-6  # the classifier's L2 penalty (round 10, see above)
 RESAMPLES = 30  # bootstrap resamples of the validation split the thresholds are the median of
 _KEYS = "qwertyuiopasdfghjklzxcvbnm"
@@ -257,11 +264,17 @@ def train(encoder, rows: list[Row], cfg: FilterConfig | None = None) -> dict:
         "l2": str(L2),
         "fp_cost": str(FP_COST),
     }
+    return with_thresholds(tensors, meta, encoder, rows)
+
+
+def with_thresholds(tensors: dict, meta: dict[str, str], encoder, rows: list[Row]) -> dict:
+    """The fitted classifier with its thresholds chosen on the validation split at `FP_COST`."""
+    meta = meta | {"fp_cost": str(FP_COST)}
     flt = PromptFilter.from_tensors(tensors, meta, encoder)  # the thresholds are chosen on what the whole filter reads
     val = [r for r in rows if r.split == "val"]
     lexical, probs = validation_scores(flt, [r.text for r in val])
     thresholds = choose_thresholds(probs, lexical, [r.category for r in val])
-    tensors["thresholds"] = torch.tensor([thresholds[c] for c in CATEGORIES])
+    tensors = tensors | {"thresholds": torch.tensor([thresholds[c] for c in CATEGORIES])}
     return {"tensors": tensors, "metadata": meta, "thresholds": thresholds}
 
 
@@ -275,11 +288,26 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(weights_path()), help="where to write the weights (default: the packaged file)")
+    p.add_argument(
+        "--thresholds-only", action="store_true",
+        help="keep the packaged classifier (trained on this data) and choose its thresholds again (seconds, not minutes)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(0)
     rows = load_prompts()
-    result = train(TextEncoder(), rows)
+    if args.thresholds_only:
+        from safetensors import safe_open
+
+        with safe_open(str(weights_path()), "pt") as f:
+            tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+        if meta.get("data_sha256") != data_digest(rows):
+            raise SystemExit(
+                f"{weights_path()} was trained on other data than {data_file()}; retrain without --thresholds-only"
+            )
+        result = with_thresholds(tensors, meta, TextEncoder(), rows)
+    else:
+        result = train(TextEncoder(), rows)
     save_file(result["tensors"], args.out, metadata=result["metadata"])
     log.info("wrote %s; thresholds %s", args.out, json.dumps(result["thresholds"]))
     return 0
