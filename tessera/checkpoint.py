@@ -96,26 +96,32 @@ def load(path: str | Path, skip: tuple[str, ...] = ()) -> tuple[dict[str, torch.
 INT8, SCALE = ".int8", ".int8_scale"
 
 
-def pack_int8(tensors: dict[str, torch.Tensor], keep: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-    """Every floating 2-D tensor (not under a prefix in `keep`) as int8 rows + one fp32 scale per row; others bf16."""
+def pack_int8(
+    tensors: dict[str, torch.Tensor], keep: tuple[str, ...] = (), convolutions: bool = False
+) -> dict[str, torch.Tensor]:
+    """Every floating 2-D tensor (not under a prefix in `keep`) as int8 rows + one fp32 scale per row; others bf16.
+
+    `convolutions` packs kernels too (3-D and up), one scale per output channel (their first axis)."""
     from tessera.models.quant import quantize_rows
 
     out = {}
     for k, v in tensors.items():
-        if v.is_floating_point() and v.dim() == 2 and not k.startswith(keep):
-            out[k + INT8], out[k + SCALE] = quantize_rows(v)  # the same rows-times-scale as Int8Linear
+        if v.is_floating_point() and (v.dim() == 2 or (convolutions and v.dim() > 2)) and not k.startswith(keep):
+            q, out[k + SCALE] = quantize_rows(v.reshape(len(v), -1))  # the same rows-times-scale as Int8Linear
+            out[k + INT8] = q.reshape(v.shape)
         else:
             out[k] = v.to(torch.bfloat16) if v.is_floating_point() else v
     return out
 
 
 def unpack_int8(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """What `pack_int8` wrote, with every int8 tensor back in fp32 (row · scale)."""
+    """What `pack_int8` wrote, with every int8 tensor back in fp32 (row · scale, for kernels per output channel)."""
     out = {k: v for k, v in tensors.items() if not k.endswith((INT8, SCALE))}
     for k, q in tensors.items():
         if k.endswith(INT8):
             name = k[: -len(INT8)]
-            out[name] = q.float() * tensors[name + SCALE].float()[:, None]
+            scale = tensors[name + SCALE].float()
+            out[name] = q.float() * scale.reshape(-1, *[1] * (q.dim() - 1))
     return out
 
 

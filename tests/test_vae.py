@@ -277,3 +277,19 @@ def test_decoder_fine_tune_keeps_the_latent_space(tmp_path):
     assert load_video_vae(swapped).cfg == tuned.cfg
     with pytest.raises(checkpoint.CheckpointError, match="not a generation checkpoint"):
         replace_vae(tuned_path, tuned_path, tmp_path / "bad.safetensors")
+
+
+def test_int8_kernels_round_trip_through_a_checkpoint(tiny_vae, tmp_path):
+    """A VAE stored with int8 kernels (one scale per output channel) loads as float weights close to the original."""
+    from tessera import checkpoint
+
+    sd = {k: v.clone() for k, v in tiny_vae.state_dict().items()}
+    packed = checkpoint.pack_int8(sd, convolutions=True)
+    assert any(v.dtype == torch.int8 and v.dim() == 5 for v in packed.values())  # 3D kernels packed
+    path = tmp_path / "vae.safetensors"
+    checkpoint.save(path, packed, dataclasses.asdict(tiny_vae.cfg), kind="vae", weights="int8")
+    loaded = load_video_vae(path)
+    for k, v in sd.items():
+        got = loaded.state_dict()[k]
+        assert got.shape == v.shape, k
+        assert (got - v).abs().max() <= v.abs().max() / 127 + 1e-2 * v.abs().max(), k  # int8 or bf16 rounding

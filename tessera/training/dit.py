@@ -40,7 +40,7 @@ from tessera.models.autoencoder import load_video_vae
 from tessera.models.dit import DiT
 from tessera.models.text import TextEmbedding, TextEncoder
 from tessera.models.vae import VideoVAE
-from tessera.training.config import TIMING_STEPS, DiTTrainConfig, check_dit_train, latent_lengths
+from tessera.training.config import TIMING_FROM, TIMING_STEPS, DiTTrainConfig, check_dit_train, latent_lengths
 from tessera.training.generator import save_generator
 from tessera.training.logs import MetricsLog, Throughput, peak_memory_mb
 from tessera.training.schedule import fit_steps, lr_at
@@ -49,7 +49,6 @@ from tessera.training.state import TrainState
 log = logging.getLogger(__name__)
 MAX_BATCH_FACTOR = 8  # a bucket's batch is at most this many times `batch` (short, small clips)
 EVAL_BATCH = 8  # prompts generated together in a quick adherence check
-TIMING_FROM = 10  # a time-limited run times steps TIMING_FROM..TIMING_STEPS (the first warm caches up)
 
 
 # ----------------------------------------------------------------------------- data

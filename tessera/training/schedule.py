@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from tessera.training.config import DiTTrainConfig, TrainConfig
+from tessera.training.config import DiTTrainConfig, TrainConfig, VAETrainConfig
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -15,7 +15,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def fit_steps(cfg: DiTTrainConfig, done: int, elapsed_s: float, s_per_step: float) -> int:
+def fit_steps(cfg: DiTTrainConfig | VAETrainConfig, done: int, elapsed_s: float, s_per_step: float) -> int:
     """The step count that ends a time-limited run inside `cfg.time_limit_s`, `done` steps in.
 
     Called once, after `TIMING_STEPS` steps: with warmup longer than that, the learning rate so

@@ -27,7 +27,7 @@ from tessera.errors import InputError
 from tessera.losses import ExtraVAELoss, VAELossConfig
 from tessera.models.autoencoder import load_video_vae
 from tessera.models.vae import VideoVAE
-from tessera.training.config import TIMING_STEPS, VAETrainConfig, check_vae_train
+from tessera.training.config import TIMING_FROM, TIMING_STEPS, VAETrainConfig, check_vae_train
 from tessera.training.logs import MetricsLog
 from tessera.training.schedule import fit_steps, lr_at
 from tessera.training.state import TrainState
@@ -137,7 +137,6 @@ def _vae_step(vae, opt, trained, extra, x: torch.Tensor, step: int, cfg: VAETrai
 def _save_final(out: Path, vae: VideoVAE, cfg: VAETrainConfig) -> Path:
     """Measure the latent statistics (a fresh VAE only) and write `out/vae.safetensors`."""
     vae.eval()
-    vae.requires_grad_(False)
     if not cfg.decoder_from:  # a fine-tuned decoder keeps the loaded statistics: the latent space must not move
         mean, std = measure_latent_stats(vae, cfg.seed, size_px=max(cfg.size_px, 2 * vae.cfg.spatial_factor))
         vae.latent_mean.copy_(mean)
@@ -162,7 +161,8 @@ def train_vae(out: Path, vae_cfg: VAEConfig, cfg: VAETrainConfig, extra_loss: VA
     t0 = time.time()
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     vae = build_vae(vae_cfg, cfg.decoder_from, cfg.init_from).to(device)
-    torch.backends.cudnn.benchmark = True  # every step has the same shapes: let cuDNN pick its fastest convolutions
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every step has the same shapes: cuDNN picks its fastest kernels
     if extra_loss and extra_loss.enabled and device.type != "cpu":
         raise InputError("the SSIM / adversarial VAE terms run on the CPU only; train without them or on a CPU machine")
     trained = [p for p in vae.parameters() if p.requires_grad]
@@ -187,11 +187,11 @@ def train_vae(out: Path, vae_cfg: VAEConfig, cfg: VAETrainConfig, extra_loss: VA
         if step % cfg.log_every == 0:
             metrics.write(step=step, lr=lr_at(step, cfg), s=time.time() - t0, **row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['psnr']:.1f}")
-        if cfg.time_limit_s and not start and step + 1 in (TIMING_STEPS // 5, TIMING_STEPS):
-            if step + 1 < TIMING_STEPS:
+        if cfg.time_limit_s and not start and step + 1 in (TIMING_FROM, TIMING_STEPS):
+            if step + 1 == TIMING_FROM:
                 t_timing = time.time()  # the first steps warm caches up and are not timed
             else:
-                s_per_step = (time.time() - t_timing) / (TIMING_STEPS - TIMING_STEPS // 5)
+                s_per_step = (time.time() - t_timing) / (TIMING_STEPS - TIMING_FROM)
                 cfg = replace(cfg, steps=fit_steps(cfg, step + 1, time.time() - t0, s_per_step))
                 run_config["train"]["steps"] = bar.total = cfg.steps
                 log.info("time limit %.0f s: %.0f ms/step, training %d steps", cfg.time_limit_s, s_per_step * 1e3,
