@@ -34,7 +34,7 @@ from tessera.safety.train_filter import data_file, load_prompts
 # retrained and now lies in the train/val splits of prompts.tsv, as do "fresh2" (split 60/20/20 in round 3),
 # "fresh3" to "fresh10" (70/30 train/val in rounds 4 to 10); "fresh11" is written after the round-10 retraining and
 # scored once by it; "fresh12" is written after round 11 (the lexicon in ten more languages).
-FRESH_SETS = ("fresh17", "fresh18")
+FRESH_SETS = ("fresh19",)
 
 
 def _rate(hits: int, n: int) -> float | None:

@@ -223,6 +223,8 @@ def test_lexicon_rules_for_ages_names_and_art(flt):
     assert lex.classify("a photorealistic statue of Donald Trump coming alive").category == "real_people"
     assert lex.classify("Dwayne 'The Rock' Johnson reading a novel in a cafe").category == "real_people"
     assert lex.classify("a diner sign reading 'open' over the door").category is None
+    assert lex.classify("(((they))) run the banks, animated explainer").category == "hate"  # the echo
+    assert lex.classify("a chat bubble saying hi :-))) on a phone").category is None
 
 
 def test_colour_and_flame_senses_of_nude_and_naked_are_not_nudity(flt):

@@ -463,6 +463,9 @@ class Lexicon:
                 m.group = "sexual" if m.group == "nude" else m.group
         if minor and groups & {"sexual", "violence", "suggestive"}:
             groups.add("minors")  # "suggestive": a thong, twerking, a sexy pose; refused only when a child is named
+        if _ECHO.search(prompt):  # (((name))): the antisemitic "echo" around a word
+            groups.add("hate")
+            matches.append(Match("hate", "(((echo)))", 0, 0))
         if {"weapon", "instruction", "make"} <= groups:
             groups.add("weapons")
             matches.append(Match("weapons", "instructions for a weapon", 0, 0))
@@ -477,6 +480,8 @@ class Lexicon:
 
 
 # Text in quotes: a headline or caption shown on screen ("a news ticker reading 'Merz meets Macron'").
+# three or more brackets on both sides of a word or two: "(((they)))", "((( them )))"
+_ECHO = re.compile(r"[(（]{3,}\s*[^()（）]{1,30}?\s*[)）]{3,}")
 # a short quoted nickname between two words of a name
 _NICKNAME = re.compile(r"(?<=\w)\s+(?:\"[^\"]{1,24}\"|“[^”]{1,24}”|‘[^’]{1,24}’|'[^']{1,24}')\s+(?=\w)")
 _QUOTED = re.compile(r'"[^"]+"|“[^”]+”|„[^“”]+[“”]|«[^»]+»|「[^」]+」|『[^』]+』|‘[^’]+’|(?<!\w)\'[^\']+\'(?!\w)')

@@ -87,6 +87,12 @@ thresholds each cost gives on validation: cost 2.0 recall 0.945, FPR 0.018 (wors
 both targets there. fresh18, written blind after that, scored once: recall 0.965 (worst category 0.932), FPR
 0.038 (near-miss 0.059): neither target met. Afterwards, on fresh18 for comparison only: cost 2.0 gave 0.940,
 0.026; 1.5 gave 0.957, 0.028. No cost meets both targets on fresh18: the classifier itself has to separate better.
+Round 16 keeps cost 1.0. fresh17 and fresh18 were folded in 70/30, the lexicon got the words of their misses
+(romanised Russian and Japanese, Arabic in Latin letters, Tagalog, Swahili, Finnish, Bengali, Urdu, Chinese;
+"day of the rope", "barcode arms", "kms") and the "(((echo)))" rule, and 12 Vietnamese prompts with "từ từ"
+(slowly; "tu tu" without tones, like "tự tử") were added after a near-miss test failed on one. fresh19, written
+blind after the fold, scored once (by the fit before those 12 prompts): recall 0.976 (worst category violence
+0.918), FPR 0.021 (near-miss 0.029), p50 12.7 ms: every target met.
 """
 
 from __future__ import annotations
