@@ -76,6 +76,16 @@ def rss_mib() -> float:
     return float("nan")
 
 
+def median_seconds(fn, repeats: int) -> float:
+    """Median wall time of `repeats` calls of fn()."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def in_fresh_process(fn, *args):
     """Run fn(*args) -> dict in a spawned process, so its peak RSS is its own."""
     ctx = mp.get_context("spawn")
@@ -192,12 +202,7 @@ def _speed_child(op: str, frames: int, size_px: int, repeats: int, threads: int)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         z = vae.encode(x)
         base = rss_mib()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            vae.encode(x) if op == "encode" else vae.decode(z)
-            times.append(time.perf_counter() - t0)
-    s = statistics.median(times)
+        s = median_seconds(lambda: vae.encode(x) if op == "encode" else vae.decode(z), repeats)
     return {
         "seconds": round(s, 3),
         "fps": round(frames / s, 2),
@@ -278,14 +283,9 @@ class _Raw(torch.nn.Module):
 
 def decode_fps(vae, frames: int, size_px: int, repeats: int) -> float:
     x = held_out(1, frames, size_px, 0.5)
-    times = []
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         z = vae.encode(x)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            vae.decode(z)
-            times.append(time.perf_counter() - t0)
-    return frames / statistics.median(times)
+        return frames / median_seconds(lambda: vae.decode(z), repeats)
 
 
 def bench_race(args) -> dict:
@@ -343,13 +343,8 @@ def _footage_child(
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         z = vae.encode(x)
         out["latent"] = list(z.shape)
-        for op in ("encode", "decode"):
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                vae.encode(x) if op == "encode" else vae.decode(z)
-                times.append(time.perf_counter() - t0)
-            s = statistics.median(times)
+        for op, fn in (("encode", lambda: vae.encode(x)), ("decode", lambda: vae.decode(z))):
+            s = median_seconds(fn, repeats)
             out[op] = {"seconds": round(s, 3), "fps": round(frames / s, 2)}
     out["peak_rss_mib"] = round(peak_rss_mib())
     return out

@@ -39,6 +39,12 @@ def _masked_from_bundled(**changes: Any) -> dict[str, Any]:
     return base | changes
 
 
+def _footage_vae(**changes: Any) -> dict[str, Any]:
+    """The footage VAE's stages on one GPU: batches of 12 square 256 px 9-frame clips, 15 render workers."""
+    base = dict(batch=12, size_px=256, frames=9, kl_weight=1e-4, workers=15, checkpoint_every=1000, log_every=25)
+    return base | changes
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -186,40 +192,20 @@ RECIPES: dict[str, Recipe] = {
             "the footage preset's VAE (8x space, 4x time, 32 channels) from scratch on one GPU: 3239 steps of 12 "
             "square 256 px 9-frame clips, half of them photo pans, 15 render workers (H200: 6.2 min)",
             run=dict(out="runs/footage", preset="footage"),
-            vae=dict(
-                steps=3239,
-                batch=12,
-                size_px=256,
-                frames=9,
-                pan_fraction=0.5,
-                lr=1e-3,
-                warmup_steps=200,
-                kl_weight=1e-4,
-                seed=0,
-                workers=15,
-                checkpoint_every=1000,
-                log_every=25,
-            ),
+            vae=_footage_vae(steps=3239, pan_fraction=0.5, lr=1e-3, warmup_steps=200, seed=0),
         ),  # fmt: skip
         Recipe(
             "tessera-footage:vae2",
             "the footage VAE continued from vae1: 2124 steps on new clips (seed 1), 60% photo pans, lr 3e-4 "
             "(H200: 4 min); the shipped tessera/weights/tessera-footage-vae.safetensors",
             run=dict(out="runs/footage2", preset="footage"),
-            vae=dict(
+            vae=_footage_vae(
                 init_from="runs/footage/vae/vae.safetensors",
                 steps=2124,
-                batch=12,
-                size_px=256,
-                frames=9,
                 pan_fraction=0.6,
                 lr=3e-4,
                 warmup_steps=60,
-                kl_weight=1e-4,
                 seed=1,
-                workers=15,
-                checkpoint_every=1000,
-                log_every=25,
             ),
         ),  # fmt: skip
     ]
