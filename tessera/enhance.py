@@ -62,45 +62,148 @@ def _tables() -> tuple[dict[tuple[str, ...], tuple[str, str]], frozenset[str], f
     return phrases, content, frozenset(vocab()["filler"])
 
 
-@functools.lru_cache(maxsize=4096)
-def _closest(word: str, cutoff: float) -> str:
-    """The vocabulary word a misspelling most likely means (same first letter, length within 2), else the word."""
-    _, known, _ = _tables()
-    pool = [w for w in known if w[0] == word[0] and abs(len(w) - len(word)) <= 2]
-    close = difflib.get_close_matches(word, pool, n=1, cutoff=cutoff)
-    return close[0] if close else word
+@functools.lru_cache(maxsize=1)
+def _one_word_off() -> dict[tuple[int, int, tuple[str | None, ...]], list[tuple[str, tuple[str, str]]]]:
+    """Phrases of 2+ words by (length, position of one word, the phrase with that word blanked):
+    [(the blanked word, (attribute, value))], for repairing a word from the words around it."""
+    index: dict = {}
+    for words, hit in _tables()[0].items():
+        for j in range(len(words) if len(words) > 1 else 0):
+            key = (len(words), j, words[:j] + (None,) + words[j + 1 :])
+            index.setdefault(key, []).append((words[j], hit))
+    return index
+
+
+@functools.lru_cache(maxsize=1)
+def _english() -> frozenset[str]:
+    """Whole words of the bundled text encoder's WordPiece vocabulary (about 20k English words and
+    names): a typed word found there is a word, not a typo, and is never repaired into another."""
+    try:
+        from tessera.models.text import default_model_path
+
+        lines = (Path(default_model_path()) / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    except (RuntimeError, OSError) as e:  # no word list: repair only by closeness, as before
+        log.warning("prompt enhancer: no English word list (%s); typo repair may touch real words", e)
+        return frozenset()
+    return frozenset(w for w in lines if w.isascii() and w.isalpha())
+
+
+@functools.lru_cache(maxsize=1)
+def _by_first_letter() -> dict[str, tuple[str, ...]]:
+    """Vocabulary and filler words grouped by their first letter, sorted (so ties break the same way)."""
+    _, known, filler = _tables()
+    groups: dict[str, list[str]] = {}
+    for w in sorted(known | filler):
+        groups.setdefault(w[0], []).append(w)
+    return {k: tuple(v) for k, v in groups.items()}
+
+
+def edit_distance(a: str, b: str, substitution: int = 1) -> int:
+    """Optimal string alignment distance: an inserted, dropped or swapped (neighbours) letter costs 1,
+    a substituted one `substitution`."""
+    prev2, prev = [], list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = substitution if a[i - 1] != b[j - 1] else 0
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def typo_distance(typed: str, word: str) -> int:
+    """Edits from `word` to `typed`. In a typed word of 3 or 4 letters a changed letter counts 2, so a
+    short foreign or unknown word ("blut", "orc") is not read as a vocabulary word ("blue", "orb")."""
+    return edit_distance(typed, word, substitution=2 if len(typed) <= 4 else 1)
+
+
+def typo_budget(word: str) -> int:
+    """Edits a misspelling of this length may carry: 1 up to 7 letters, 2 from 8."""
+    return 1 if len(word) < 8 else 2
+
+
+SUFFIXES = ("ing", "ed", "es", "s", "er", "ers", "est", "ly")
+PREFIXES = ("un", "re")
+
+
+def is_word(word: str) -> bool:
+    """An English word: in the word list, or an inflection of one ("grooming" from "groom", "hopped"
+    from "hop", "baking" from "bake"), or one with "un" or "re" before it ("unboxing")."""
+    words = _english()
+    if word in words:
+        return True
+    if word.startswith(PREFIXES) and len(word) > 5 and is_word(word[2:]):
+        return True
+    for suffix in SUFFIXES:
+        stem = word[: -len(suffix)]
+        if word.endswith(suffix) and len(stem) >= 3:
+            doubled = len(stem) > 3 and stem[-1] == stem[-2] and stem[-1] in "bdgklmnprtz" and stem[-3] in "aeiou"
+            undoubled = stem[:-1] if doubled else stem
+            if stem in words or stem + "e" in words or undoubled in words:
+                return True
+    return False
+
+
+@functools.lru_cache(maxsize=8192)
+def _closest(word: str) -> str:
+    """The vocabulary (or filler) word a misspelling most likely means, else the word itself.
+
+    Candidates share the first letter (people rarely get that wrong) and lie within `typo_budget`
+    edits (`typo_distance`); the fewest edits win, then the higher difflib ratio, then the
+    alphabet, so the answer never depends on the order of the vocabularies.
+    """
+    budget = typo_budget(word)
+    scored = [
+        (d, -difflib.SequenceMatcher(None, word, w).ratio(), w)
+        for w in _by_first_letter().get(word[0], ())
+        if abs(len(w) - len(word)) <= budget and (d := typo_distance(word, w)) <= budget
+    ]
+    return min(scored)[2] if scored else word
 
 
 class RuleEnhancer:
     """Dictionary rewriting from the vocabularies, longest phrase first, with typo repair.
 
-    typo_cutoff: how close (difflib ratio) a misspelt word of 4+ letters must be to a vocabulary word.
+    A typed word of 3+ letters that is neither in the vocabularies nor an English word (`is_word`)
+    is read as the closest vocabulary word (`_closest`). A word that is still unknown, even a real
+    word such as "con", is read as a phrase's word when the rest of that phrase is there exactly
+    ("con shape" -> "coin shape") and it is one edit away with the same first letter.
+
+    repair_typos: False reads only the words as typed.
     """
 
-    def __init__(self, typo_cutoff: float = 0.8):
-        self.typo_cutoff = typo_cutoff
-
-    def _repair(self, word: str, known: frozenset[str], filler: frozenset[str]) -> str:
-        if word in known or word in filler or len(word) < 4:
-            return word
-        return _closest(word, self.typo_cutoff)
+    def __init__(self, repair_typos: bool = True):
+        self.repair_typos = repair_typos
 
     def parse(self, prompt: str) -> tuple[list[tuple[str, str, str]], list[str]]:
-        """Matches in order as (attribute, value, phrase) and the words no phrase covered (fillers dropped)."""
+        """Matches in order as (attribute, value, phrase) and the words no phrase covered (fillers dropped).
+
+        Typos are repaired only in a prompt that names something in the vocabularies as typed, or
+        two things once repaired: a prompt in another language or about something else is read as
+        typed, so a lone word such as "orang" (Indonesian for person) never turns into a colour.
+        """
+        typed = _WORD.findall(prompt.lower())
+        exact = self._parse(typed, repair=False)
+        if not self.repair_typos:
+            return exact
+        repaired = self._parse(typed, repair=True)
+        return repaired if exact[0] or len(repaired[0]) >= 2 else exact
+
+    def _parse(self, typed: list[str], repair: bool) -> tuple[list[tuple[str, str, str]], list[str]]:
         phrases, known, filler = _tables()
-        words = [self._repair(w, known, filler) for w in _WORD.findall(prompt.lower())]
+        words = [_repaired(w, known, filler) if repair else w for w in typed]
         matches, unknown, i = [], [], 0
         while i < len(words):
-            for n in range(min(MAX_PHRASE_WORDS, len(words) - i), 0, -1):
-                hit = phrases.get(tuple(words[i : i + n]))
-                if hit:
-                    matches.append((*hit, " ".join(words[i : i + n])))
-                    i += n
-                    break
-            else:
-                if words[i] not in filler:
-                    unknown.append(words[i])
-                i += 1
+            n, hit = _match(typed, words, i, phrases, known, filler, repair)
+            if hit:
+                matches.append((*hit, " ".join(words[i : i + n])))
+                i += n
+                continue
+            if words[i] not in filler:
+                unknown.append(words[i])
+            i += 1
         return matches, unknown
 
     def enhance(self, prompt: str) -> Enhanced:
@@ -114,6 +217,43 @@ class RuleEnhancer:
             log.info("prompt enhancer kept unmapped words: %s", " ".join(unknown))
             text += ", " + " ".join(unknown)
         return Enhanced(text, mapped, unknown, objects, background)
+
+
+def _repaired(word: str, known: frozenset[str], filler: frozenset[str]) -> str:
+    """The word, or the vocabulary word it misspells when it is neither known nor English (3+ letters)."""
+    if word in known or word in filler or len(word) < 3 or is_word(word):
+        return word
+    return _closest(word)
+
+
+def _match(
+    typed: list[str],
+    words: list[str],
+    i: int,
+    phrases: dict,
+    known: frozenset[str],
+    filler: frozenset[str],
+    repair: bool,
+) -> tuple[int, tuple[str, str] | None]:
+    """The longest phrase at word i of `words` (the typed words after single-word repair): (its
+    length, (attribute, value)); a word typed one edit off a phrase's word is set to it in place
+    when the rest of the phrase is there (class docstring). (1, None): no phrase starts here."""
+    longest = min(MAX_PHRASE_WORDS, len(words) - i)
+    for n in range(longest, 0, -1):
+        hit = phrases.get(tuple(words[i : i + n]))
+        if hit:
+            return n, hit
+    for n in range(longest, 1, -1):
+        for j in range(n):
+            word = typed[i + j]  # as typed: its single-word repair may have picked another word
+            if word in known or word in filler or len(word) < 3 or not repair:
+                continue
+            key = (n, j, tuple(words[i : i + j]) + (None,) + tuple(words[i + j + 1 : i + n]))
+            for meant, hit in _one_word_off().get(key, []):
+                if meant[0] == word[0] and typo_distance(word, meant) == 1:
+                    words[i + j] = meant
+                    return n, hit
+    return 1, None
 
 
 def group_objects(matches: list[tuple[str, str, str]]) -> tuple[list[dict[str, str]], str | None]:

@@ -21,7 +21,7 @@ from tessera.data.world.scenes import (
     sample_spec,
 )
 from tessera.data.world.wording import ATTRIBUTES, all_wordings, rich_caption, typo, vocab
-from tessera.enhance import Enhanced, LMEnhancer, RuleEnhancer, named_attributes
+from tessera.enhance import Enhanced, LMEnhancer, RuleEnhancer, edit_distance, is_word, named_attributes
 from tessera.eval import analyze_objects, paraphrase_cases, read_eval_set
 from tessera.pipeline import TesseraPipeline
 from tessera.safety.ledger import LEDGER_FILE, Ledger
@@ -151,6 +151,43 @@ def test_enhancer_never_adds_attributes_and_keeps_unknown_words(keep):
     nothing = enhancer.enhance("a cat asleep on a sofa")
     assert nothing.text == "a cat asleep on a sofa" and not named_attributes(nothing)
     assert nothing.unknown == ["cat", "asleep", "sofa"]
+
+
+def test_edit_distance_counts_swaps_drops_doubles_and_changes():
+    assert edit_distance("lfet", "left") == 1  # swapped neighbours
+    assert edit_distance("ble", "blue") == 1 and edit_distance("yelllow", "yellow") == 1
+    assert edit_distance("blut", "blue") == 1 and edit_distance("blut", "blue", substitution=2) == 2
+    assert edit_distance("", "red") == 3 and edit_distance("red", "red") == 0
+
+
+@pytest.mark.parametrize(
+    ("typed", "reading"),
+    [
+        ("a crimsno ball drfiting to the lfet against pitch blakc", [("red", "circle", "left"), "black"]),
+        ("a denim ble tigon swivelling with inyk blue all around it", [("blue", "triangle", "spinning"), "navy"]),
+        ("a scarlet con shape scalig dwon on jet black", [("red", "circle", "shrinking"), "black"]),
+        ("Imagnie a cornflowwer bue square sab plunging downward", [("blue", "square", "down"), None]),
+    ],
+)
+def test_enhancer_repairs_typos_from_the_word_and_from_the_phrase_around_it(typed, reading):
+    assert _reading(RuleEnhancer().enhance(typed)) == reading
+
+
+def test_typo_repair_never_turns_real_or_foreign_words_into_attributes():
+    enhancer = RuleEnhancer()
+    for prompt in (
+        "a tree that grew on a hill",  # "grew" is a word, not "grey"
+        "a dog full of greed",  # not "green"
+        "a groom grooming his horse",  # an inflection of a listed word, not "growing"
+        "unboxing a new phone",  # not "unmoving"
+        "orang dibacok pakai parang",  # another language: "orang" is not "orange"
+        "an orc army with a bom",  # short words: a changed letter is not a typo of "orb" or "box"
+    ):
+        e = enhancer.enhance(prompt)
+        assert not named_attributes(e) and e.text == prompt, (prompt, e)
+    assert is_word("grooming") and is_word("hopped") and not is_word("lfet")
+    # the same words still read as typed when typo repair is off
+    assert _reading(RuleEnhancer(repair_typos=False).enhance("a crimsno ball")) == [(None, "circle", None), None]
 
 
 def _tiny_lm(folder):
