@@ -110,9 +110,10 @@ def teacher_pairs(
     noise and the teacher's guided sample x0 from it, and the teacher's states at the K-step
     student's inner call times (K = `student_steps`); prompt i belongs to pair i.
 
-    With `folder`, each batch of pairs is written there as it is made (`pairs-{start:06d}.safetensors`)
-    and read back on a re-run, so a stopped run resumes where it was. The noise of a batch
-    depends only on the seed and its start index, so resumed pairs equal uninterrupted ones.
+    The teacher runs on its device; noise is drawn and pairs kept on the CPU. With `folder`, each
+    batch of pairs is written there as it is made (`pairs-{start:06d}.safetensors`) and read back
+    on a re-run, so a stopped run resumes where it was. The noise of a batch depends only on the
+    seed and its start index, so resumed pairs equal uninterrupted ones.
     """
     prompts = student_prompts(sc.pairs, sc.seed)
     shape = latent_shape(cfg, sc)
@@ -120,6 +121,7 @@ def teacher_pairs(
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     k_steps, every = sc.student_steps, teacher_substeps(sc)
+    device = next(teacher.parameters()).device
     noise = torch.empty((sc.pairs, *shape))
     x0 = torch.empty_like(noise)
     inner = torch.empty((sc.pairs, k_steps - 1, *shape))
@@ -133,9 +135,9 @@ def teacher_pairs(
                 continue
         g = torch.Generator().manual_seed(sc.seed * 1_000_003 + i)
         noise[i : i + n] = torch.randn((n, *shape), generator=g)
-        cond = text(prompts[i : i + n])
-        uncond = text([""] * n)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        cond = text(prompts[i : i + n]).to(device)
+        uncond = text([""] * n).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             velocity = guided_velocity(teacher, cond, uncond, sc.guidance)
             sched = get_scheduler(sc.teacher_scheduler)
             sched.set_timesteps(sc.teacher_steps, shift)
@@ -144,12 +146,12 @@ def teacher_pairs(
                     f"teacher scheduler {sc.teacher_scheduler!r} calls the model {len(sched.timesteps)} times in "
                     f"{sc.teacher_steps} steps; the student's states need one call per step (euler, dpm++2m)"
                 )
-            x = noise[i : i + n]
+            x = noise[i : i + n].to(device)
             for j, t in enumerate(sched.timesteps):
                 x = sched.step(velocity(x, t.expand(x.shape[0])), t, x)
                 if (j + 1) % every == 0 and (j + 1) // every < k_steps:  # at the student's call time t_{(j+1)/every}
-                    inner[i : i + n, (j + 1) // every - 1] = x.float()
-        x0[i : i + n] = x.float()
+                    inner[i : i + n, (j + 1) // every - 1] = x.float().cpu()
+        x0[i : i + n] = x.float().cpu()
         if path is not None:
             part = {"noise": noise[i : i + n], "x0": x0[i : i + n], "inner": inner[i : i + n]}
             checkpoint.save(path, part, {}, kind="distill_pairs")
@@ -174,25 +176,27 @@ def student_error(
     """Mean squared distance between `dit`'s few-step Euler sample (no guidance) and the teacher's latent, over ≤ 64 pairs."""
     n = min(64, len(prompts))
     shift = sampling_shift(cfg, tuple(pairs["noise"].shape[1:]))
+    device = next(dit.parameters()).device
     err = 0.0
     for i in range(0, n, sc.batch):
-        cond = text(prompts[i : min(i + sc.batch, n)])
-        x = pairs["noise"][i : i + len(cond.tokens)]
+        cond = text(prompts[i : min(i + sc.batch, n)]).to(device)
+        x = pairs["noise"][i : i + len(cond.tokens)].to(device)
         sched = get_scheduler("euler")
         sched.set_timesteps(sc.student_steps, shift)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             velocity = guided_velocity(dit, cond, cond, 1.0)
             for t in sched.timesteps:
                 x = sched.step(velocity(x, t.expand(x.shape[0])), t, x)
-        err += (x.float() - pairs["x0"][i : i + len(x)]).pow(2).mean(dim=(1, 2, 3, 4)).sum().item()
+        err += (x.float().cpu() - pairs["x0"][i : i + len(x)]).pow(2).mean(dim=(1, 2, 3, 4)).sum().item()
     return err / n
 
 
 def reflow_batch(pairs: dict, grid: torch.Tensor, sc: StudentConfig, g: torch.Generator):
     """One reflow batch: rows, and a loss function of the student (x_t on the straight line noise -> x0)."""
     rows = torch.randint(0, len(pairs["x0"]), (sc.batch,), generator=g)
-    on_grid = grid[torch.randint(0, len(grid) - 1, (sc.batch,), generator=g)]
+    on_grid = grid.cpu()[torch.randint(0, len(grid) - 1, (sc.batch,), generator=g)]
     t = torch.where(torch.rand(sc.batch, generator=g) < 0.5, on_grid, torch.rand(sc.batch, generator=g))
+    t = t.to(grid.device)
 
     def loss(student, cond: dict) -> torch.Tensor:
         return flow_loss(student, pairs["x0"][rows], cond, t.clamp(1e-3, 1.0), pairs["noise"][rows])
@@ -254,19 +258,23 @@ def train_dit(
 ):
     """Train a copy of the teacher with `sc.method`'s batches; returns (student EMA, losses).
 
-    With `state_path`, weights, EMA, optimiser and random state are saved every `sc.save_every`
-    steps (`tessera.training.state`), and a re-run resumes from the last save.
+    Trains on the teacher's device, with the pairs moved there; batches are drawn on the CPU, so
+    their order does not depend on the device. With `state_path`, weights, EMA, optimiser and
+    random state are saved every `sc.save_every` steps (`tessera.training.state`), and a re-run
+    resumes from the last save.
     """
     from tessera.training.state import TrainState
 
     if sc.method not in BATCHES:
         raise ValueError(f"distillation method {sc.method!r} is unknown; choose one of {', '.join(BATCHES)}")
     make_batch = BATCHES[sc.method]
+    device = next(teacher.parameters()).device
+    pairs = {k: v.to(device) for k, v in pairs.items()}
     student = copy.deepcopy(teacher).train().requires_grad_(True)
     opt = torch.optim.AdamW(student.parameters(), lr=sc.lr, weight_decay=0.0)
     ema = [p.detach().clone() for p in student.parameters()]
-    grid = time_grid(sc.student_steps, sampling_shift(cfg, tuple(pairs["noise"].shape[1:])))  # (K + 1,) 1 -> 0
-    e = text(prompts)
+    grid = time_grid(sc.student_steps, sampling_shift(cfg, tuple(pairs["noise"].shape[1:]))).to(device)  # (K + 1,)
+    e = text(prompts).to(device)
     g = torch.Generator().manual_seed(sc.seed + 1)
     state = TrainState(state_path) if state_path is not None else None
     start = state.load(student, opt, ema) if state is not None else 0
@@ -275,8 +283,8 @@ def train_dit(
     losses = [float(v) for v in state.tensors.get("losses", torch.empty(0)).tolist()] if start else []
     for step in range(start, sc.steps):
         rows, batch_loss = make_batch(pairs, grid, sc, g)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = batch_loss(student, e[rows].as_kwargs())
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = batch_loss(student, e[rows.to(device)].as_kwargs())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
@@ -311,16 +319,21 @@ def load_frozen_dit(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, di
 def save_with_dit(path: Path, base: dict[str, torch.Tensor], dit: DiT, config: dict, meta: dict[str, str]) -> None:
     """A generation checkpoint: every tensor of `base` but its DiT's (the VAE, unchanged), `dit` in bf16, `meta`."""
     kept = {k: v for k, v in base.items() if not k.startswith("dit.")}
-    trained = {f"dit.{k}": v.to(torch.bfloat16) for k, v in dit.state_dict().items()}
+    trained = {f"dit.{k}": v.detach().to("cpu", torch.bfloat16) for k, v in dit.state_dict().items()}
     checkpoint.save(path, {**kept, **trained}, config, **meta)
 
 
-def train_student(teacher_path: str | Path, out: str | Path, sc: StudentConfig) -> dict:
-    """The whole recipe: teacher checkpoint -> paths -> training -> `out/student.safetensors`; returns a summary."""
+def train_student(teacher_path: str | Path, out: str | Path, sc: StudentConfig, device: str | None = None) -> dict:
+    """The whole recipe: teacher checkpoint -> paths -> training -> `out/student.safetensors`; returns a summary.
+
+    device: where the models run; default a GPU when there is one, else the CPU.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tensors, config, meta, cfg, teacher = load_frozen_dit(teacher_path)
-    text = TextEncoder(cfg.text)
+    teacher = teacher.to(device)
+    text = TextEncoder(cfg.text, device=device)
     torch.manual_seed(sc.seed)
     pairs, prompts = teacher_pairs(teacher, text, cfg, sc, folder=out / "pairs")
     before = student_error(teacher, pairs, prompts, text, cfg, sc)

@@ -119,9 +119,10 @@ def sample_and_judge(
 ) -> dict:
     """{latents (P, S, C, T', H', W'), scores (P, S), points (P, S)} and the cases, for P prompts × S samples.
 
-    With `folder`, each prompt batch is written there (`samples-{start:06d}.safetensors`) and read back
-    on a re-run; the noise of a batch depends only on the seed and its start, so a resumed run equals
-    an unbroken one.
+    The models run on the DiT's device (a GPU samples in bigger batches); noise is drawn and
+    results kept on the CPU. With `folder`, each prompt batch is written there
+    (`samples-{start:06d}.safetensors`) and read back on a re-run; the noise of a batch depends
+    only on the seed and its start, so a resumed run equals an unbroken one.
     """
     from tessera.safety.prompt_filter import PromptFilter
 
@@ -137,7 +138,8 @@ def sample_and_judge(
     latents = torch.empty((pc.prompts, pc.samples, *shape))
     scores = torch.empty((pc.prompts, pc.samples))
     points = torch.empty((pc.prompts, pc.samples), dtype=torch.long)
-    per_batch = max(1, 8 // pc.samples)  # prompts per batch: about 8 clips through the model at once
+    device = next(dit.parameters()).device
+    per_batch = max(1, (32 if device.type == "cuda" else 8) // pc.samples)  # prompts per batch: 8 clips (CPU), 32 (GPU)
     for i in range(0, pc.prompts, per_batch):
         n = min(per_batch, pc.prompts - i)
         path = None if folder is None else folder / f"samples-{i:06d}.safetensors"
@@ -155,19 +157,19 @@ def sample_and_judge(
                 )
                 continue
         g = torch.Generator().manual_seed(pc.seed * 1_000_003 + i)
-        x = torch.randn((n * pc.samples, *shape), generator=g)
+        x = torch.randn((n * pc.samples, *shape), generator=g).to(device)
         prompts = [simple_prompt(*cases[i + j]) for j in range(n) for _ in range(pc.samples)]
-        cond, uncond = text(prompts), text([""] * len(prompts))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        cond, uncond = text(prompts).to(device), text([""] * len(prompts)).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             velocity = guided_velocity(dit, cond, uncond, pc.guidance)
             sched = get_scheduler(pc.scheduler)
             sched.set_timesteps(pc.steps, shift)
             for t in sched.timesteps:
                 x = sched.step(velocity(x, t.expand(x.shape[0])), t, x)
             video = vae.decode(x.float()).clamp(-1, 1)  # (B, 3, T, H, W)
-        frames = ((video.permute(0, 2, 3, 4, 1) + 1) * 127.5).round().byte().numpy()  # (B, T, H, W, 3)
+        frames = ((video.permute(0, 2, 3, 4, 1) + 1) * 127.5).round().byte().cpu().numpy()  # (B, T, H, W, 3)
         judged = [judge(f, cases[i + b // pc.samples], pc.temporal_weight) for b, f in enumerate(frames)]
-        latents[i : i + n] = x.float().view(n, pc.samples, *shape)
+        latents[i : i + n] = x.float().cpu().view(n, pc.samples, *shape)
         scores[i : i + n] = torch.tensor([s for s, _ in judged]).view(n, pc.samples)
         points[i : i + n] = torch.tensor([d["points"] for _, d in judged]).view(n, pc.samples)
         if path is not None:
@@ -216,8 +218,9 @@ def train_preference(
 ) -> tuple[DiT, dict]:
     """DPO-tune a copy of `dit` on `pairs`; returns (tuned DiT, {loss, accuracy, inner} per step).
 
-    With `state_path`, weights, optimiser and random state are saved every `pc.save_every` steps,
-    and a re-run resumes from the last save.
+    Trains on the DiT's device; pairs are drawn on the CPU, so the order of batches does not
+    depend on the device. With `state_path`, weights, optimiser and random state are saved every
+    `pc.save_every` steps, and a re-run resumes from the last save.
     """
     from tessera.training.state import TrainState
 
@@ -225,11 +228,13 @@ def train_preference(
         raise ValueError(
             "no preference pairs: every prompt's clips were judged alike; sample more prompts or clips per prompt"
         )
+    device = next(dit.parameters()).device
     policy = copy.deepcopy(dit).train().requires_grad_(True)
     reference = dit.eval().requires_grad_(False)
     opt = torch.optim.AdamW(policy.parameters(), lr=pc.lr, weight_decay=0.0)
     shift = sampling_shift(cfg, tuple(samples["latents"].shape[2:]))
-    e = text([simple_prompt(*c) for c in samples["cases"]])
+    e = text([simple_prompt(*c) for c in samples["cases"]]).to(device)
+    latents = samples["latents"].to(device)
     index = torch.tensor(pairs)  # (N, 3)
     g = torch.Generator().manual_seed(pc.seed + 1)
     state = TrainState(state_path) if state_path is not None else None
@@ -241,11 +246,11 @@ def train_preference(
     for step in range(start, pc.train_steps):
         rows = index[torch.randint(0, len(index), (pc.batch,), generator=g)]
         p, w, lo = rows.unbind(1)
-        t = sample_train_times(pc.batch, shift, generator=g)
-        noise = torch.randn((pc.batch, *samples["latents"].shape[2:]), generator=g)
-        x_w, x_l = samples["latents"][p, w], samples["latents"][p, lo]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss, acc, inner = dpo_loss(policy, reference, x_w, x_l, e[p].as_kwargs(), t, noise, pc.beta)
+        t = sample_train_times(pc.batch, shift, generator=g).to(device)
+        noise = torch.randn((pc.batch, *latents.shape[2:]), generator=g).to(device)
+        x_w, x_l = latents[p.to(device), w.to(device)], latents[p.to(device), lo.to(device)]
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss, acc, inner = dpo_loss(policy, reference, x_w, x_l, e[p.to(device)].as_kwargs(), t, noise, pc.beta)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
@@ -260,10 +265,14 @@ def train_preference(
     return policy.eval().requires_grad_(False), history
 
 
-def tune(model_path: str | Path, out: str | Path, pc: PreferenceConfig) -> dict:
-    """The whole recipe: generation checkpoint -> samples -> pairs -> DPO -> `out/preferred.safetensors`."""
+def tune(model_path: str | Path, out: str | Path, pc: PreferenceConfig, device: str | None = None) -> dict:
+    """The whole recipe: generation checkpoint -> samples -> pairs -> DPO -> `out/preferred.safetensors`.
+
+    device: where the models run; default a GPU when there is one, else the CPU.
+    """
     from tessera.models.autoencoder import video_vae_from_checkpoint
 
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tensors, config, meta, cfg, dit = load_frozen_dit(model_path)
@@ -271,8 +280,9 @@ def tune(model_path: str | Path, out: str | Path, pc: PreferenceConfig) -> dict:
         raise checkpoint.CheckpointError(
             f"{model_path} is a few-step student; tune the model it was distilled from, then distil again"
         )
-    vae = video_vae_from_checkpoint(model_path, tensors, config, meta).eval()
-    text = TextEncoder(cfg.text)
+    vae = video_vae_from_checkpoint(model_path, tensors, config, meta).eval().to(device)
+    dit = dit.to(device)
+    text = TextEncoder(cfg.text, device=device)
     torch.manual_seed(pc.seed)
     samples = sample_and_judge(dit, vae, text, cfg, pc, folder=out / "samples")
     pairs = build_pairs(samples, pc.min_gap)

@@ -218,6 +218,12 @@ def test_student_recipe_rejects_bad_input(tmp_path):
         text=True,
     )
     assert run.returncode == 2 and "--student-steps 20" in run.stderr and "Traceback" not in run.stderr
+    run = subprocess.run(
+        [sys.executable, "-m", "tessera", "distill", "--out", str(tmp_path), "--device", "gpu"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and "--device 'gpu'" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_a_student_checkpoint_brings_its_own_sampling(tiny_checkpoint, tmp_path):

@@ -100,6 +100,8 @@ def test_recipe_rejects_bad_input(tiny_checkpoint, tmp_path):
         (["--samples", "1"], "at least 2 clips"),
         (["--beta", "0"], "--beta"),
         (["--width", "100"], "multiple of 32"),
+        (["--device", "tpu0"], "--device"),
+        *([] if torch.cuda.is_available() else [(["--device", "cuda"], "no CUDA GPU")]),
     ):
         run = subprocess.run(base + extra, capture_output=True, text=True, timeout=120)
         assert run.returncode == 2 and expect in run.stderr, (extra, run.stderr[-500:])

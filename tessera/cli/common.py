@@ -66,6 +66,22 @@ def check_scheduler(flag: str, name: str) -> None:
         raise UsageError(f"{flag} {name!r} is unknown; choose one of {', '.join(sorted(SCHEDULERS))}")
 
 
+def check_device(flag: str, name: str | None) -> None:
+    """InputError unless `name` is None (the default: a GPU when there is one), "cpu", or a CUDA device this machine has."""
+    import torch
+
+    if name is None:
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"{flag} {name!r} is not a device; use cpu or cuda (or leave it out)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"{flag} {name!r}: only cpu and cuda are supported")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"{flag} {name}: this machine has no CUDA GPU; use cpu or leave {flag} out")
+
+
 def check_counts(args, *names: str) -> None:
     """InputError unless every `args.<name>` (a count: steps, prompts, batch, ...) is at least 1."""
     for name in names:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from tessera.cli.common import UsageError, check_counts, check_scheduler, check_training_sides, log_to_stderr
+from tessera.cli.common import (
+    UsageError,
+    check_counts,
+    check_device,
+    check_scheduler,
+    check_training_sides,
+    log_to_stderr,
+)
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
@@ -28,6 +35,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         raise UsageError(f"--own-states {args.own_states} is a share of samples, between 0 and 1")
     check_counts(args, "pairs", "distill_steps", "distill_batch", "teacher_steps", "save_every")
     check_training_sides(args)
+    check_device("--device", args.device)
     sc = StudentConfig(
         pairs=args.pairs, method=args.method, own_states=args.own_states, teacher_scheduler=args.teacher_scheduler, teacher_steps=args.teacher_steps,
         guidance=args.guidance, steps=args.distill_steps, batch=args.distill_batch, lr=args.distill_lr,
@@ -44,7 +52,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         print(json.dumps({"compact": str(packed)}))
         return 0
     log_to_stderr()  # progress lines on stderr; stdout stays the JSON summary
-    summary = train_student(args.teacher or bundled_path(), args.out, sc)
+    summary = train_student(args.teacher or bundled_path(), args.out, sc, device=args.device)
     print(json.dumps(summary))
     return 0
 
@@ -78,4 +86,5 @@ def add_parser(sub) -> None:
     s.add_argument("--height", type=int, default=256)
     s.add_argument("--duration-s", type=float, default=2.0)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default=None, help="cpu or cuda (default: a GPU if there is one)")
     s.set_defaults(func=cmd_distill)

@@ -9,6 +9,7 @@ import math
 from tessera.cli.common import (
     UsageError,
     check_counts,
+    check_device,
     check_number,
     check_scheduler,
     check_training_sides,
@@ -28,6 +29,7 @@ def cmd_prefer(args: argparse.Namespace) -> int:
     for name in ("beta", "lr", "guidance"):
         check_number(f"--{name}", getattr(args, name), 0.0, math.inf, low_open=True)
     check_training_sides(args)
+    check_device("--device", args.device)
     pc = PreferenceConfig(
         prompts=args.prompts, samples=args.samples, scheduler=args.scheduler, steps=args.steps,
         guidance=args.guidance, temporal_weight=args.temporal_weight, min_gap=args.min_gap, beta=args.beta,
@@ -35,7 +37,7 @@ def cmd_prefer(args: argparse.Namespace) -> int:
         height_px=args.height, width_px=args.width, duration_s=args.duration_s, seed=args.seed,
     )  # fmt: skip
     log_to_stderr()  # progress lines on stderr; stdout stays the JSON summary
-    print(json.dumps(tune(args.model or bundled_path(), args.out, pc)))
+    print(json.dumps(tune(args.model or bundled_path(), args.out, pc, device=args.device)))
     return 0
 
 
@@ -59,4 +61,5 @@ def add_parser(sub) -> None:
     s.add_argument("--height", type=int, default=256)
     s.add_argument("--duration-s", type=float, default=2.0)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default=None, help="cpu or cuda (default: a GPU if there is one)")
     s.set_defaults(func=cmd_prefer)
