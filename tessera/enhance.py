@@ -8,7 +8,7 @@
 
 An enhancer never adds an attribute the prompt did not name: no background named, none
 written. `RuleEnhancer` (the default) reads the vocabularies of `tessera/data/world/vocab` and
-corrects typos by fuzzy matching; `LMEnhancer(folder)` asks a local `transformers` causal
+repairs typos (a few edits, never turning a real word into another); `LMEnhancer(folder)` asks a local `transformers` causal
 LM and keeps its answer only when it names nothing the prompt did not.
 """
 
@@ -76,13 +76,13 @@ def _one_word_off() -> dict[tuple[int, int, tuple[str | None, ...]], list[tuple[
 
 @functools.lru_cache(maxsize=1)
 def _english() -> frozenset[str]:
-    """Whole words of the bundled text encoder's WordPiece vocabulary (about 20k English words and
+    """Whole words of the bundled text encoder's WordPiece vocabulary (about 22k English words and
     names): a typed word found there is a word, not a typo, and is never repaired into another."""
     try:
         from tessera.models.text import default_model_path
 
         lines = (Path(default_model_path()) / "vocab.txt").read_text(encoding="utf-8").split("\n")
-    except (RuntimeError, OSError) as e:  # no word list: repair only by closeness, as before
+    except (RuntimeError, OSError) as e:  # no word list: every unknown word is a repair candidate
         log.warning("prompt enhancer: no English word list (%s); typo repair may touch real words", e)
         return frozenset()
     return frozenset(w for w in lines if w.isascii() and w.isalpha())
