@@ -184,7 +184,7 @@ class RuleEnhancer:
         two things once repaired: a prompt in another language or about something else is read as
         typed, so a lone word such as "orang" (Indonesian for person) never turns into a colour.
         """
-        typed = _WORD.findall(prompt.lower())
+        typed = split_words(prompt)
         exact = self._parse(typed, repair=False)
         if not self.repair_typos:
             return exact
@@ -217,6 +217,19 @@ class RuleEnhancer:
             log.info("prompt enhancer kept unmapped words: %s", " ".join(unknown))
             text += ", " + " ".join(unknown)
         return Enhanced(text, mapped, unknown, objects, background)
+
+
+def split_words(prompt: str) -> list[str]:
+    """Lower-case words of a prompt. A hyphenated word the vocabularies do not hold, made of words
+    they do, is read as its parts ("red-circle" -> "red", "circle"); others stay whole ("off-white",
+    "square-shaped", "well-known")."""
+    _, known, filler = _tables()
+    words = []
+    for w in _WORD.findall(prompt.lower()):
+        parts = w.split("-")
+        split = len(parts) > 1 and w not in known and all(p in known or p in filler for p in parts)
+        words.extend(parts if split else [w])
+    return words
 
 
 def _repaired(word: str, known: frozenset[str], filler: frozenset[str]) -> str:

@@ -167,6 +167,8 @@ def test_edit_distance_counts_swaps_drops_doubles_and_changes():
         ("a denim ble tigon swivelling with inyk blue all around it", [("blue", "triangle", "spinning"), "navy"]),
         ("a scarlet con shape scalig dwon on jet black", [("red", "circle", "shrinking"), "black"]),
         ("Imagnie a cornflowwer bue square sab plunging downward", [("blue", "square", "down"), None]),
+        ("a red-circle moving_left", [("red", "circle", "left"), None]),  # joined words read as their parts
+        ("an off-white three-sided shape, square-shaped", [("white", "triangle", None), None]),
     ],
 )
 def test_enhancer_repairs_typos_from_the_word_and_from_the_phrase_around_it(typed, reading):
