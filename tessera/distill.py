@@ -148,7 +148,7 @@ def teacher_pairs(
                 )
             x = noise[i : i + n].to(device)
             for j, t in enumerate(sched.timesteps):
-                x = sched.step(velocity(x, t.expand(x.shape[0])), t, x)
+                x = sched.step(velocity(x, t.expand(x.shape[0]).to(x.device)), t, x)
                 if (j + 1) % every == 0 and (j + 1) // every < k_steps:  # at the student's call time t_{(j+1)/every}
                     inner[i : i + n, (j + 1) // every - 1] = x.float().cpu()
         x0[i : i + n] = x.float().cpu()
@@ -186,7 +186,7 @@ def student_error(
         with torch.autocast(device.type, dtype=torch.bfloat16):
             velocity = guided_velocity(dit, cond, cond, 1.0)
             for t in sched.timesteps:
-                x = sched.step(velocity(x, t.expand(x.shape[0])), t, x)
+                x = sched.step(velocity(x, t.expand(x.shape[0]).to(x.device)), t, x)
         err += (x.float().cpu() - pairs["x0"][i : i + len(x)]).pow(2).mean(dim=(1, 2, 3, 4)).sum().item()
     return err / n
 

@@ -165,7 +165,7 @@ def sample_and_judge(
             sched = get_scheduler(pc.scheduler)
             sched.set_timesteps(pc.steps, shift)
             for t in sched.timesteps:
-                x = sched.step(velocity(x, t.expand(x.shape[0])), t, x)
+                x = sched.step(velocity(x, t.expand(x.shape[0]).to(x.device)), t, x)
             video = vae.decode(x.float()).clamp(-1, 1)  # (B, 3, T, H, W)
         frames = ((video.permute(0, 2, 3, 4, 1) + 1) * 127.5).round().byte().cpu().numpy()  # (B, T, H, W, 3)
         judged = [judge(f, cases[i + b // pc.samples], pc.temporal_weight) for b, f in enumerate(frames)]
