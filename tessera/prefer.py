@@ -6,7 +6,8 @@ Recipe (`tessera prefer`, SPEC R17):
    never asks for (held-out combinations and the evaluation's own combinations are left out, so
    the evaluation measures prompts and combinations not used to build pairs), draw `samples`
    noises each and run the model's guided ODE (`scheduler`, `steps`, `guidance`) to latents;
-   decode them and keep the latents.
+   decode them and keep the latents. With `wording` "rich" or "full", every other prompt is a
+   caption in the vocabularies' words instead of the template (`prompt_texts`).
 2. *Judge.* Every clip is read back from its pixels by `tessera eval`'s detectors: one point per
    attribute the prompt asked for and the clip shows (colour, shape, motion, background), plus
    `temporal_weight` × the mean of the consistency, flicker and smoothness scores
@@ -77,6 +78,24 @@ class PreferenceConfig:
     width_px: int = 256
     duration_s: float = 2.0
     seed: int = 0
+    wording: str = "template"  # "rich" / "full": every other prompt a caption from the vocabularies' train / all words
+
+
+def prompt_texts(cases: list[tuple[str, str, str, str]], wording: str, seed: int) -> list[str]:
+    """The prompt of each case: the template wording, or with `wording` "rich" or "full" every other one a
+    caption drawn from the vocabularies (`tessera.data.world.captions.caption`), so the pairs also teach the
+    model the words people use. Sentence shapes come from the vocabularies' train half, as in training."""
+    from tessera.data.world.captions import WORDINGS, caption
+    from tessera.data.world.scenes import spec_for
+
+    if wording not in WORDINGS:
+        raise ValueError(f"wording {wording!r} is not one of {', '.join(WORDINGS)}")
+    rng = np.random.default_rng(seed + 7)
+    texts = []
+    for i, case in enumerate(cases):
+        rich = wording != "template" and i % 2 == 1
+        texts.append(caption(spec_for(*case, seed=seed + i), rng, wording) if rich else simple_prompt(*case))
+    return texts
 
 
 def preference_prompts(n: int, seed: int) -> list[tuple[str, str, str, str]]:
@@ -117,7 +136,8 @@ def judge(frames: np.ndarray, case: tuple[str, str, str, str], temporal_weight: 
 def sample_and_judge(
     dit: DiT, vae: VideoVAE, text: TextEncoder, cfg: ModelConfig, pc: PreferenceConfig, folder: Path | None = None
 ) -> dict:
-    """{latents (P, S, C, T', H', W'), scores (P, S), points (P, S)} and the cases, for P prompts × S samples.
+    """{latents (P, S, C, T', H', W'), scores (P, S), points (P, S)}, the cases and their prompt texts, for P
+    prompts × S samples.
 
     The models run on the DiT's device (a GPU samples in bigger batches); noise is drawn and
     results kept on the CPU. With `folder`, each prompt batch is written there
@@ -127,8 +147,9 @@ def sample_and_judge(
     from tessera.safety.prompt_filter import PromptFilter
 
     cases = preference_prompts(pc.prompts, pc.seed)
+    texts = prompt_texts(cases, pc.wording, pc.seed)
     flt = PromptFilter(text_encoder=text)
-    refused = [simple_prompt(*c) for c in cases if not flt.check(simple_prompt(*c)).allowed]
+    refused = [t for t in texts if not flt.check(t).allowed]
     if refused:
         raise ValueError(f"the prompt filter refuses grammar prompts such as {refused[0]!r}; fix the filter first")
     shape = latent_shape(cfg, pc)
@@ -158,7 +179,7 @@ def sample_and_judge(
                 continue
         g = torch.Generator().manual_seed(pc.seed * 1_000_003 + i)
         x = torch.randn((n * pc.samples, *shape), generator=g).to(device)
-        prompts = [simple_prompt(*cases[i + j]) for j in range(n) for _ in range(pc.samples)]
+        prompts = [texts[i + j] for j in range(n) for _ in range(pc.samples)]
         cond, uncond = text(prompts).to(device), text([""] * len(prompts)).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16):
             velocity = guided_velocity(dit, cond, uncond, pc.guidance)
@@ -176,7 +197,7 @@ def sample_and_judge(
             part = {"latents": latents[i : i + n], "scores": scores[i : i + n], "points": points[i : i + n]}
             checkpoint.save(path, part, {}, kind="preference_samples")
         log.info("samples %d/%d prompts, mean points %.2f", i + n, pc.prompts, points[: i + n].float().mean().item())
-    return {"latents": latents, "scores": scores, "points": points, "cases": cases}
+    return {"latents": latents, "scores": scores, "points": points, "cases": cases, "texts": texts}
 
 
 def build_pairs(samples: dict, min_gap: float) -> list[tuple[int, int, int]]:
@@ -233,7 +254,7 @@ def train_preference(
     reference = dit.eval().requires_grad_(False)
     opt = torch.optim.AdamW(policy.parameters(), lr=pc.lr, weight_decay=0.0)
     shift = sampling_shift(cfg, tuple(samples["latents"].shape[2:]))
-    e = text([simple_prompt(*c) for c in samples["cases"]]).to(device)
+    e = text(samples["texts"]).to(device)
     latents = samples["latents"].to(device)
     index = torch.tensor(pairs)  # (N, 3)
     g = torch.Generator().manual_seed(pc.seed + 1)

@@ -10,11 +10,12 @@ import torch
 
 from tessera import checkpoint
 from tessera.config import DiTConfig
-from tessera.data.world import held_out_combos
-from tessera.eval import eval_cases
+from tessera.data.world import held_out_combos, simple_prompt
+from tessera.enhance import RuleEnhancer
+from tessera.eval import eval_cases, paraphrase_cases
 from tessera.models.dit import DiT
 from tessera.models.text import TextEmbedding
-from tessera.prefer import build_pairs, dpo_loss, preference_prompts
+from tessera.prefer import build_pairs, dpo_loss, preference_prompts, prompt_texts
 
 
 def test_pair_prompts_avoid_held_out_and_evaluated_combinations():
@@ -27,6 +28,22 @@ def test_pair_prompts_avoid_held_out_and_evaluated_combinations():
         by_combo.setdefault(c[:3], []).append(c[3])
     # a combination comes back with another background before any background repeats
     assert all(len(set(b[:3])) == min(3, len(b)) for b in by_combo.values())
+
+
+def test_rich_wording_prompts_name_the_same_attributes_in_other_words():
+    cases = preference_prompts(40, seed=3)
+    assert prompt_texts(cases, "template", 3) == [simple_prompt(*c) for c in cases]
+    texts = prompt_texts(cases, "full", 3)
+    assert texts == prompt_texts(cases, "full", 3)  # the same every run, so a resumed run pairs the same texts
+    rich = [(t, c) for t, c in zip(texts, cases) if t != simple_prompt(*c)]
+    assert len(rich) == 20  # every other prompt
+    assert not {t for t, _ in rich} & {c.prompt for c in paraphrase_cases(10_000)}  # the paraphrase set stays unseen
+    enhancer = RuleEnhancer()
+    for t, c in rich:
+        e = enhancer.enhance(t)
+        assert (e.objects[0].get("colour"), e.objects[0].get("shape"), e.objects[0].get("motion"), e.background) == c, t
+    with pytest.raises(ValueError, match="wording"):
+        prompt_texts(cases, "poetic", 3)
 
 
 def test_pairs_are_best_against_worst_and_ties_are_dropped():

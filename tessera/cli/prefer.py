@@ -35,6 +35,7 @@ def cmd_prefer(args: argparse.Namespace) -> int:
         guidance=args.guidance, temporal_weight=args.temporal_weight, min_gap=args.min_gap, beta=args.beta,
         train_steps=args.train_steps, batch=args.batch, lr=args.lr, save_every=args.save_every,
         height_px=args.height, width_px=args.width, duration_s=args.duration_s, seed=args.seed,
+        wording=args.wording,
     )  # fmt: skip
     log_to_stderr()  # progress lines on stderr; stdout stays the JSON summary
     print(json.dumps(tune(args.model or bundled_path(), args.out, pc, device=args.device)))
@@ -61,5 +62,9 @@ def add_parser(sub) -> None:
     s.add_argument("--height", type=int, default=256)
     s.add_argument("--duration-s", type=float, default=2.0)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--wording", choices=("template", "rich", "full"), default="template",
+        help="prompt wording: the template, or every other prompt a caption in the vocabularies' train (rich) or all (full) words",
+    )  # fmt: skip
     s.add_argument("--device", default=None, help="cpu or cuda (default: a GPU if there is one)")
     s.set_defaults(func=cmd_prefer)
