@@ -289,13 +289,20 @@ def render_two(row: dict, seed: int, shape: tuple) -> np.ndarray:
 
 
 def two_scores(judged: list[dict]) -> dict:
-    """Shares over two-object judgements: both colours visible, background, each object's shape and motion."""
+    """Shares over two-object judgements: both colours visible, background, each object's shape and motion,
+    and prompts with both objects right (colour, shape and motion of each)."""
     n = max(len(judged), 1)
     return {
         "both_colours_visible": sum(all(j["visible"]) for j in judged) / n,
         "background": sum(j["background"] for j in judged) / n,
         "object_shape_and_motion": sum(sum(j["shape_motion"]) for j in judged) / (2 * n),
+        "both_objects_right": sum(both_right(j) for j in judged) / n,
     }
+
+
+def both_right(judged: dict) -> bool:
+    """A two-object judgement with each object's colour visible and its shape and motion right."""
+    return all(judged["visible"]) and all(judged["shape_motion"])
 
 
 def two_object(

@@ -40,7 +40,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tessera.eval import ATTRIBUTES, PromptCase, adherence, correct, eval_cases, paraphrase_cases, read_eval_set
+from tessera.eval import (
+    ATTRIBUTES,
+    PromptCase,
+    adherence,
+    both_right,
+    correct,
+    eval_cases,
+    paraphrase_cases,
+    read_eval_set,
+)
 from tessera.eval import two_object as run_two_object
 
 log = logging.getLogger(__name__)
@@ -249,6 +258,7 @@ class Suite:
             "both_colours_visible": estimate([all(j["visible"]) for j in judged], binary=True),
             "background": estimate([j["background"] for j in judged], binary=True),
             "object_shape_and_motion": estimate([m for j in judged for m in j["shape_motion"]], binary=True),
+            "both_objects_right": estimate([both_right(j) for j in judged], binary=True),
             "judge_on_ground_truth": summary["judge_on_ground_truth"],
         }
 
@@ -427,7 +437,7 @@ def markdown(r: dict) -> str:
         t = r["two_object"]
         g = t["judge_on_ground_truth"]
         lines += ["## Two objects", "", *_table(["measure", "generated", "judge on the world's renders"], [
-            [k.replace("_", " "), _pct(t[k]), _pct(g[k])] for k in ("both_colours_visible", "background", "object_shape_and_motion")
+            [k.replace("_", " "), _pct(t[k]), _pct(g[k])] for k in ("both_colours_visible", "background", "object_shape_and_motion", "both_objects_right")
         ]), ""]  # fmt: skip
     tg, tw = r["temporal"]["generated"], r["temporal"]["world"]
     trows = [[k, _pct(tg[k]), _pct(tw[k])] for k in TEMPORAL]

@@ -22,7 +22,7 @@ from tessera.data.world.scenes import (
 )
 from tessera.data.world.wording import ATTRIBUTES, all_wordings, rich_caption, typo, vocab
 from tessera.enhance import Enhanced, LMEnhancer, RuleEnhancer, edit_distance, is_word, named_attributes
-from tessera.eval import analyze_objects, paraphrase_cases, read_eval_set
+from tessera.eval import analyze_objects, paraphrase_cases, read_eval_set, two_scores
 from tessera.pipeline import TesseraPipeline
 from tessera.safety.ledger import LEDGER_FILE, Ledger
 
@@ -270,3 +270,14 @@ def test_two_object_judge_reads_separate_objects():
             ("blue", "triangle", "still"),
         ]
     assert right == 10
+
+
+def test_two_object_scores_count_prompts_with_both_objects_right():
+    judged = [
+        {"visible": [True, True], "shape_motion": [True, True], "background": True},
+        {"visible": [True, True], "shape_motion": [True, False], "background": True},
+        {"visible": [True, False], "shape_motion": [True, True], "background": False},
+    ]
+    s = two_scores(judged)
+    assert s["both_objects_right"] == pytest.approx(1 / 3) and s["object_shape_and_motion"] == pytest.approx(5 / 6)
+    assert s["both_colours_visible"] == pytest.approx(2 / 3) and s["background"] == pytest.approx(2 / 3)
