@@ -53,10 +53,11 @@ def synthetic_typos(n: int = 600, seed: int = 12345) -> list[tuple[str, str]]:
 def typo_checks() -> dict:
     on, off = RuleEnhancer(), RuleEnhancer(repair_typos=False)
     pairs = synthetic_typos()
+    want = [named_attributes(on.enhance(clean)) for clean, _ in pairs]
     mapped = {
-        name: float(np.mean([named_attributes(e.enhance(noisy)) == named_attributes(on.enhance(clean)) for clean, noisy in pairs]))
+        name: float(np.mean([named_attributes(e.enhance(noisy)) == w for (_, noisy), w in zip(pairs, want)]))
         for name, e in (("repair_on", on), ("repair_off", off))
-    }  # fmt: skip
+    }
     benign = [r.text for r in load_prompts() if r.category == "benign" and r.kind != "world"]
     invented = [t for t in benign if named_attributes(on.enhance(t)) - named_attributes(off.enhance(t))]
     return {

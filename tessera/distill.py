@@ -46,7 +46,7 @@ from tessera.diffusion.flow import flow_loss, shift_for
 from tessera.models.dit import DiT
 from tessera.models.quant import KEEP_FULL_PRECISION
 from tessera.models.text import TextEncoder
-from tessera.pipeline import guided_velocity
+from tessera.pipeline import default_device, guided_velocity
 from tessera.schedulers import get_scheduler, time_grid
 
 log = logging.getLogger(__name__)
@@ -328,7 +328,7 @@ def train_student(teacher_path: str | Path, out: str | Path, sc: StudentConfig, 
 
     device: where the models run; default a GPU when there is one, else the CPU.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device) if device else default_device()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tensors, config, meta, cfg, teacher = load_frozen_dit(teacher_path)

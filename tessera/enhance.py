@@ -256,10 +256,12 @@ def _match(
         hit = phrases.get(tuple(words[i : i + n]))
         if hit:
             return n, hit
+    if not repair:
+        return 1, None
     for n in range(longest, 1, -1):
         for j in range(n):
             word = typed[i + j]  # as typed: its single-word repair may have picked another word
-            if word in known or word in filler or len(word) < 3 or not repair:
+            if word in known or word in filler or len(word) < 3:
                 continue
             key = (n, j, tuple(words[i : i + j]) + (None,) + tuple(words[i + j + 1 : i + n]))
             for meant, hit in _one_word_off().get(key, []):

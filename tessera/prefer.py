@@ -51,7 +51,7 @@ from tessera.distill import latent_shape, load_frozen_dit, sampling_shift, save_
 from tessera.models.dit import DiT
 from tessera.models.text import TextEncoder
 from tessera.models.vae import VideoVAE
-from tessera.pipeline import guided_velocity
+from tessera.pipeline import default_device, guided_velocity
 from tessera.schedulers import get_scheduler
 
 log = logging.getLogger(__name__)
@@ -293,7 +293,7 @@ def tune(model_path: str | Path, out: str | Path, pc: PreferenceConfig, device: 
     """
     from tessera.models.autoencoder import video_vae_from_checkpoint
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device) if device else default_device()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tensors, config, meta, cfg, dit = load_frozen_dit(model_path)
