@@ -25,7 +25,9 @@ Recipe (`method`):
    shipping form (`pack_student`): the DiT in int8 beside the teacher's file for the VAE.
 
 Steps 1 and 2 write as they go (`OUT/pairs/`, `OUT/state.safetensors`): a stopped run,
-re-run with the same command, resumes and ends where an unbroken run would have.
+re-run with the same command, resumes and ends where an unbroken run would have. `OUT/run.json`
+records the teacher (SHA-256) and settings; a re-run with others is refused (`tessera.run_folder`),
+more --distill-steps continue the run.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,13 +43,16 @@ import numpy as np
 import torch
 
 from tessera import checkpoint
-from tessera.config import ModelConfig, model_config_from_dict
+from tessera.config import MAX_GUIDANCE, MAX_SEED, MAX_STEPS, MAX_VIDEO_S, ModelConfig, model_config_from_dict
 from tessera.data.world import BACKGROUNDS, all_combos, held_out_combos, simple_prompt
 from tessera.diffusion.flow import flow_loss, shift_for
+from tessera.errors import InputError
 from tessera.models.dit import DiT
 from tessera.models.quant import KEEP_FULL_PRECISION
 from tessera.models.text import TextEncoder
 from tessera.pipeline import default_device, guided_velocity
+from tessera.run_folder import claim
+from tessera.safety.ledger import file_sha256
 from tessera.schedulers import get_scheduler, time_grid
 
 log = logging.getLogger(__name__)
@@ -73,6 +79,66 @@ class StudentConfig:
     duration_s: float = 2.0
     seed: int = 0
 
+    def __post_init__(self):
+        check_settings(
+            self, STUDENT_FLAGS, counts=("pairs", "steps", "batch", "save_every"), shares=("own_states", "ema"),
+            choices={"method": ("trajectory", "reflow")},
+        )  # fmt: skip
+        if not 1 <= self.student_steps <= 8:
+            raise InputError(
+                f"--student-steps {self.student_steps} is outside 1..8; a few-step student samples in 1 to 8 steps"
+            )
+        if not 1 <= self.teacher_steps <= MAX_STEPS:
+            raise InputError(f"--teacher-steps {self.teacher_steps} is outside 1..{MAX_STEPS}; 12 is the default")
+
+
+STUDENT_FLAGS = {"steps": "--distill-steps", "batch": "--distill-batch", "lr": "--distill-lr"}  # CLI spellings
+
+
+def _flag(field: str, flags: dict[str, str]) -> str:
+    return flags.get(field, {"height_px": "--height", "width_px": "--width"}.get(field, "--" + field.replace("_", "-")))
+
+
+def check_settings(c, flags: dict[str, str], counts=(), shares=(), choices=None) -> None:
+    """InputError unless a recipe config's (StudentConfig, PreferenceConfig) settings can run, naming the CLI flag.
+
+    Both: seed in 0..2^64-1; sides multiples of 32 (VAE 16 x patch 2) within the pipeline's limits;
+    duration, guidance and lr finite and positive (the model's own window is checked at load,
+    `latent_shape`); `counts` at least 1; `shares` in [0, 1]; `choices` one of theirs.
+    """
+    from tessera.geometry import MAX_SIDE_PX, MIN_SIDE_PX
+
+    def number(field: str, lo: float, hi: float, hint: str = "") -> None:
+        v = getattr(c, field)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and lo < v <= hi):
+            raise InputError(f"{_flag(field, flags)} {v!r} must be a finite number in ({lo:g}, {hi:g}]{hint}")
+
+    if isinstance(c.seed, bool) or not isinstance(c.seed, int) or not 0 <= c.seed <= MAX_SEED:
+        raise InputError(f"{_flag('seed', flags)} {c.seed!r} is outside 0..2^64-1; seeds are 64-bit")
+    for field in ("height_px", "width_px"):
+        v = getattr(c, field)
+        if isinstance(v, bool) or not isinstance(v, int) or v % 32 or not MIN_SIDE_PX <= v <= MAX_SIDE_PX:
+            near = 32 * round(v / 32) if isinstance(v, (int, float)) and math.isfinite(v) else 256
+            near = min(max(near, MIN_SIDE_PX), MAX_SIDE_PX)
+            raise InputError(
+                f"{_flag(field, flags)} {v!r} must be a multiple of 32 (VAE 16 x patch 2) in "
+                f"{MIN_SIDE_PX}..{MAX_SIDE_PX} px; try {near}"
+            )
+    number("duration_s", 0.0, MAX_VIDEO_S, "; one clip is at most the model's window (4 s for the bundled model)")
+    number("guidance", 0.0, MAX_GUIDANCE, "; 4 is the default, 1 turns guidance off")
+    number("lr", 0.0, 1.0)
+    for field in counts:
+        v = getattr(c, field)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InputError(f"{_flag(field, flags)} {v!r} must be a whole number of at least 1")
+    for field in shares:
+        v = getattr(c, field)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            raise InputError(f"{_flag(field, flags)} {v!r} is a share, between 0 and 1")
+    for field, allowed in (choices or {}).items():
+        if getattr(c, field) not in allowed:
+            raise InputError(f"{_flag(field, flags)} {getattr(c, field)!r} is not one of {', '.join(allowed)}")
+
 
 def student_prompts(n: int, seed: int) -> list[str]:
     """`n` grammar prompts of seen (colour, shape, motion) combinations with random backgrounds."""
@@ -85,6 +151,11 @@ def student_prompts(n: int, seed: int) -> list[str]:
 
 def latent_shape(cfg: ModelConfig, sc: StudentConfig) -> tuple[int, int, int, int]:
     """(C, T', H', W') of the latent of a clip of the configured size."""
+    if sc.duration_s > cfg.max_duration_s:
+        raise InputError(
+            f"--duration-s {sc.duration_s:g}: the model makes clips of up to {cfg.max_duration_s:g} s in one "
+            f"window; pass --duration-s {cfg.max_duration_s:g} or less"
+        )
     v = cfg.vae
     frames = 1 + max(1, round((sc.duration_s * cfg.fps - 1) / v.temporal_factor)) * v.temporal_factor
     return (
@@ -129,7 +200,11 @@ def teacher_pairs(
         n = min(sc.batch, sc.pairs - i)
         path = None if folder is None else folder / f"pairs-{i:06d}.safetensors"
         if path is not None and path.is_file():
-            saved, _, _ = checkpoint.load(path)
+            try:
+                saved, _, _ = checkpoint.load(path)
+            except checkpoint.CheckpointError as e:  # cut short or damaged: made again
+                log.warning("teacher paths made again: %s", e)
+                saved = {"noise": noise[:0]}
             if saved["noise"].shape == (n, *shape) and saved.get("inner", noise[:0]).shape == (n, k_steps - 1, *shape):
                 noise[i : i + n], x0[i : i + n], inner[i : i + n] = saved["noise"], saved["x0"], saved["inner"]
                 continue
@@ -332,6 +407,7 @@ def train_student(teacher_path: str | Path, out: str | Path, sc: StudentConfig, 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tensors, config, meta, cfg, teacher = load_frozen_dit(teacher_path)
+    claim(out, "run.json", {**asdict(sc), "teacher_sha256": file_sha256(teacher_path)}, free=("steps", "save_every"))
     teacher = teacher.to(device)
     text = TextEncoder(cfg.text, device=device)
     torch.manual_seed(sc.seed)

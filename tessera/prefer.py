@@ -28,7 +28,8 @@ Recipe (`tessera prefer`, SPEC R17):
 5. *Save.* A generation checkpoint: the model's VAE and the tuned DiT, named `<name>-pref`.
 
 Samples and training write as they go (`OUT/samples/`, `OUT/state.safetensors`): a stopped run,
-re-run with the same command, resumes where it was.
+re-run with the same command, resumes where it was. `OUT/run.json` records the model (SHA-256) and
+settings; a re-run with others is refused (`tessera.run_folder`), more --train-steps continue the run.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,18 +46,22 @@ import torch
 import torch.nn.functional as F
 
 from tessera import checkpoint
-from tessera.config import ModelConfig
+from tessera.config import MAX_STEPS, ModelConfig
 from tessera.data.world import BACKGROUNDS, all_combos, held_out_combos, simple_prompt
 from tessera.diffusion.flow import sample_train_times
-from tessera.distill import latent_shape, load_frozen_dit, sampling_shift, save_with_dit
+from tessera.distill import check_settings, latent_shape, load_frozen_dit, sampling_shift, save_with_dit
+from tessera.errors import InputError
 from tessera.models.dit import DiT
 from tessera.models.text import TextEncoder
 from tessera.models.vae import VideoVAE
 from tessera.pipeline import default_device, guided_velocity
+from tessera.run_folder import claim
+from tessera.safety.ledger import file_sha256
 from tessera.schedulers import get_scheduler
 
 log = logging.getLogger(__name__)
 JUDGED = ("colour", "shape", "motion", "background")
+MAX_SAMPLES = 64  # clips per prompt
 
 
 @dataclass
@@ -79,6 +85,31 @@ class PreferenceConfig:
     duration_s: float = 2.0
     seed: int = 0
     wording: str = "template"  # "rich" / "full": every other prompt a caption from the vocabularies' train / all words
+
+    def __post_init__(self):
+        from tessera.data.world.captions import WORDINGS
+
+        check_settings(
+            self, {}, counts=("prompts", "steps", "train_steps", "batch", "save_every"), choices={"wording": WORDINGS}
+        )
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or not 2 <= self.samples <= MAX_SAMPLES:
+            raise InputError(
+                f"--samples {self.samples!r}: a pair needs at least 2 clips per prompt, and {MAX_SAMPLES} is the most"
+            )
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise InputError(f"--steps {self.steps} is outside 1..{MAX_STEPS}; 12 is the default")
+        for name, hint in (
+            ("beta", "1000 is the default"),
+            ("min_gap", "1 is one attribute"),
+            ("temporal_weight", "0.25 is the default"),
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise InputError(f"--{name.replace('_', '-')} {v!r} must be a finite number, not negative; {hint}")
+        for name in ("beta", "min_gap"):
+            if getattr(self, name) == 0:
+                label = "no pull toward the preferred clip" if name == "beta" else "pairs of equally judged clips"
+                raise InputError(f"--{name.replace('_', '-')} 0 would train on {label}; pass a positive value")
 
 
 def prompt_texts(cases: list[tuple[str, str, str, str]], wording: str, seed: int) -> list[str]:
@@ -246,8 +277,9 @@ def train_preference(
     from tessera.training.state import TrainState
 
     if not pairs:
-        raise ValueError(
-            "no preference pairs: every prompt's clips were judged alike; sample more prompts or clips per prompt"
+        raise InputError(
+            f"no preference pairs: no prompt's clips differ by --min-gap {pc.min_gap:g} or more in the judge's "
+            "score; sample more prompts or clips per prompt, or lower --min-gap (1 = one attribute)"
         )
     device = next(dit.parameters()).device
     policy = copy.deepcopy(dit).train().requires_grad_(True)
@@ -301,6 +333,7 @@ def tune(model_path: str | Path, out: str | Path, pc: PreferenceConfig, device: 
         raise checkpoint.CheckpointError(
             f"{model_path} is a few-step student; tune the model it was distilled from, then distil again"
         )
+    claim(out, "run.json", {**asdict(pc), "model_sha256": file_sha256(model_path)}, free=("train_steps", "save_every"))
     vae = video_vae_from_checkpoint(model_path, tensors, config, meta).eval().to(device)
     dit = dit.to(device)
     text = TextEncoder(cfg.text, device=device)

@@ -209,6 +209,16 @@ def test_student_recipe_resumes_after_a_kill_with_the_same_result(tiny_checkpoin
     a, _, _ = checkpoint.load(tmp_path / "a" / "student.safetensors")
     b, _, _ = checkpoint.load(tmp_path / "b" / "student.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the folder holds this run: another seed is refused, naming it, before any teacher path is made
+    other = subprocess.run(cmd(tmp_path / "b") + ["--seed", "1"], capture_output=True, text=True, env=env)
+    assert other.returncode == 2 and "seed 0 -> 1" in other.stderr and "teacher paths" not in other.stderr
+    # a damaged file of teacher paths is made again, to the same student
+    (tmp_path / "b" / "pairs" / "pairs-000000.safetensors").write_bytes(b"\x00" * 64)
+    (tmp_path / "b" / "student.safetensors").unlink()
+    again = subprocess.run(cmd(tmp_path / "b"), capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0 and "teacher paths made again" in again.stderr, again.stderr[-2000:]
+    b, _, _ = checkpoint.load(tmp_path / "b" / "student.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_student_recipe_rejects_bad_input(tmp_path):

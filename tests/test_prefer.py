@@ -109,6 +109,24 @@ def test_recipe_runs_end_to_end_and_resumes(tiny_checkpoint, tmp_path):
     assert "samples 4/4" not in again.stderr and "preference step" not in again.stderr
     second, _, _ = checkpoint.load(summary["checkpoint"])
     assert all(torch.equal(tensors[k], second[k]) for k in tensors)
+    # the folder holds this run: other settings are refused before any sampling, naming what differs
+    other = subprocess.run(cmd + ["--seed", "1"], capture_output=True, text=True, timeout=600, env=env)
+    assert other.returncode == 2 and "seed 0 -> 1" in other.stderr and "samples" not in other.stderr, other.stderr
+    # more training steps continue the run from its saved state, without sampling again
+    longer = subprocess.run(cmd + ["--train-steps", "16"], capture_output=True, text=True, timeout=600, env=env)
+    assert longer.returncode == 0, longer.stderr[-2000:]
+    assert "samples 4/4" not in longer.stderr and "resuming from step 12" in longer.stderr, longer.stderr[-2000:]
+    continued = json.loads((out / "prefer.json").read_text())["history"]["loss"]
+    assert len(continued) == 16 and continued[:12] == history["loss"]
+
+
+def test_a_run_whose_clips_all_score_alike_says_so_and_how_to_fix_it(tiny_checkpoint, tmp_path):
+    cmd = [sys.executable, "-m", "tessera", "prefer", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "p")]
+    cmd += ["--prompts", "2", "--samples", "2", "--steps", "1", "--min-gap", "100", "--width", "128"]
+    cmd += ["--height", "128", "--duration-s", "1"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 2 and "no preference pairs" in run.stderr and "--min-gap" in run.stderr, run.stderr
+    assert "internal error" not in run.stderr and not (tmp_path / "p" / "preferred.safetensors").exists()
 
 
 def test_recipe_rejects_bad_input(tiny_checkpoint, tmp_path):
@@ -118,6 +136,10 @@ def test_recipe_rejects_bad_input(tiny_checkpoint, tmp_path):
         (["--beta", "0"], "--beta"),
         (["--width", "100"], "multiple of 32"),
         (["--device", "tpu0"], "--device"),
+        (["--seed", "-1"], "--seed -1"),
+        (["--duration-s", "nan"], "--duration-s nan"),
+        (["--min-gap", "-5"], "--min-gap -5"),
+        (["--temporal-weight", "nan"], "--temporal-weight nan"),
         *([] if torch.cuda.is_available() else [(["--device", "cuda"], "no CUDA GPU")]),
     ):
         run = subprocess.run(base + extra, capture_output=True, text=True, timeout=120)

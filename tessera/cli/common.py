@@ -82,23 +82,6 @@ def check_device(flag: str, name: str | None) -> None:
         raise UsageError(f"{flag} {name}: this machine has no CUDA GPU; use cpu or leave {flag} out")
 
 
-def check_counts(args, *names: str) -> None:
-    """InputError unless every `args.<name>` (a count: steps, prompts, batch, ...) is at least 1."""
-    for name in names:
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1")
-
-
-def check_training_sides(args) -> None:
-    """--width and --height of a recipe that samples the model before loading it (distill, prefer): multiples
-    of 32, the bundled presets' pixels per token (VAE 16 × patch 2); the model's own check follows at load."""
-    for flag, v in (("--width", args.width), ("--height", args.height)):
-        if v % 32 or v <= 0:
-            raise UsageError(
-                f"{flag} {v} is not a multiple of 32 (VAE 16 x patch 2); try {max(32, round(v / 32) * 32)}"
-            )
-
-
 def check_new_file(flag: str, path: str | None) -> None:
     """InputError unless `path` is None or names a file (new or existing) in an existing folder."""
     if path is None:

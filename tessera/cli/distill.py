@@ -5,14 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from tessera.cli.common import (
-    UsageError,
-    check_counts,
-    check_device,
-    check_scheduler,
-    check_training_sides,
-    log_to_stderr,
-)
+from tessera.cli.common import UsageError, check_device, check_scheduler, log_to_stderr
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
@@ -21,27 +14,20 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from tessera.distill import StudentConfig, train_student
 
     check_scheduler("--teacher-scheduler", args.teacher_scheduler)
-    if not 1 <= args.student_steps <= 8:
-        raise UsageError(
-            f"--student-steps {args.student_steps} is outside 1..8; a few-step student samples in 1 to 8 steps"
-        )
-    if args.teacher_steps % args.student_steps:
-        k = args.student_steps
-        raise UsageError(
-            f"--teacher-steps {args.teacher_steps} is not a multiple of --student-steps {k}: the teacher's grid "
-            f"must hold the student's call times; try --teacher-steps {k * max(1, round(args.teacher_steps / k))}"
-        )
-    if not 0.0 <= args.own_states <= 1.0:
-        raise UsageError(f"--own-states {args.own_states} is a share of samples, between 0 and 1")
-    check_counts(args, "pairs", "distill_steps", "distill_batch", "teacher_steps", "save_every")
-    check_training_sides(args)
     check_device("--device", args.device)
+    # StudentConfig checks every setting, naming its flag (exit 2)
     sc = StudentConfig(
         pairs=args.pairs, method=args.method, own_states=args.own_states, teacher_scheduler=args.teacher_scheduler, teacher_steps=args.teacher_steps,
         guidance=args.guidance, steps=args.distill_steps, batch=args.distill_batch, lr=args.distill_lr,
         student_steps=args.student_steps, height_px=args.height, width_px=args.width,
         duration_s=args.duration_s, seed=args.seed, save_every=args.save_every,
     )  # fmt: skip
+    if args.teacher_steps % args.student_steps:
+        k = args.student_steps
+        raise UsageError(
+            f"--teacher-steps {args.teacher_steps} is not a multiple of --student-steps {k}: the teacher's grid "
+            f"must hold the student's call times; try --teacher-steps {k * max(1, round(args.teacher_steps / k))}"
+        )
     if args.pack_only:
         from pathlib import Path
 

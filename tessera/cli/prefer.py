@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
-from tessera.cli.common import (
-    UsageError,
-    check_counts,
-    check_device,
-    check_number,
-    check_scheduler,
-    check_training_sides,
-    log_to_stderr,
-)
+from tessera.cli.common import check_device, check_scheduler, log_to_stderr
 
 
 def cmd_prefer(args: argparse.Namespace) -> int:
@@ -23,13 +14,8 @@ def cmd_prefer(args: argparse.Namespace) -> int:
     from tessera.prefer import PreferenceConfig, tune
 
     check_scheduler("--scheduler", args.scheduler)
-    check_counts(args, "prompts", "train_steps", "batch", "steps", "save_every")
-    if args.samples < 2:
-        raise UsageError(f"--samples {args.samples}: a pair needs at least 2 clips per prompt")
-    for name in ("beta", "lr", "guidance"):
-        check_number(f"--{name}", getattr(args, name), 0.0, math.inf, low_open=True)
-    check_training_sides(args)
     check_device("--device", args.device)
+    # PreferenceConfig checks every setting, naming its flag (exit 2)
     pc = PreferenceConfig(
         prompts=args.prompts, samples=args.samples, scheduler=args.scheduler, steps=args.steps,
         guidance=args.guidance, temporal_weight=args.temporal_weight, min_gap=args.min_gap, beta=args.beta,

@@ -51,6 +51,7 @@ from tessera.data.ingest.sources import source_names
 from tessera.data.shards import shard_name, write_shard
 from tessera.errors import InputError
 from tessera.geometry import Geometry
+from tessera.run_folder import claim, write_atomic
 
 STAGES = ("probe", "split", "filter", "caption", "encode")
 
@@ -111,12 +112,6 @@ def check_config(cfg: PrepareConfig) -> Geometry | None:
 
 
 # ----------------------------------------------------------------------------- files
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 # the temporaries a killed run can leave: (folder under DATASET, their names)
@@ -320,23 +315,8 @@ def _open_dataset(out: Path, cfg: PrepareConfig) -> Path:
         raise InputError(
             f"--out {out}: cannot create the dataset folder ({e.strerror or e}); pass a folder you can write to"
         ) from e
-    path, want = out / "prepare.json", settings_of(cfg)
-    if path.exists():
-        try:
-            have = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise InputError(
-                f"{path} is not readable JSON ({e}); use a new --out, or delete the folder to start again"
-            ) from e
-        if have != want:
-            diff = [k for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
-            raise InputError(
-                f"{out} was prepared with other settings ({', '.join(diff)} differ); "
-                "use a new --out, or delete the folder to start again"
-            )
+    claim(out, "prepare.json", settings_of(cfg))
     remove_own_temporaries(out)
-    if not path.exists():
-        write_atomic(path, json.dumps(want, indent=1, sort_keys=True) + "\n")
     return work
 
 
