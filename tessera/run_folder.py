@@ -30,6 +30,24 @@ def _short(v) -> str:
     return text if len(text) <= 24 else text[:10] + "…" + text[-10:]
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
+def differences(have: dict, want: dict, free: Iterable[str] = ()) -> list[str]:
+    """'key old -> new' for every (nested: 'dit.width') setting that differs, keys in `free` left out."""
+    have, want, skip = _flat(have), _flat(json.loads(json.dumps(want))), set(free)
+    keys = sorted(k for k in set(have) | set(want) if k not in skip and have.get(k) != want.get(k))
+    return [f"{k} {_short(have.get(k))} -> {_short(want.get(k))}" for k in keys]
+
+
+def listed(diff: list[str], most: int = 6) -> str:
+    return ", ".join(diff[:most]) + (f" and {len(diff) - most} more" if len(diff) > most else "")
+
+
 def claim(out: Path, name: str, settings: dict, free: Iterable[str] = ()) -> None:
     """Record `settings` (JSON-able) in `out/name`, or raise InputError when it records other ones.
 
@@ -48,12 +66,9 @@ def claim(out: Path, name: str, settings: dict, free: Iterable[str] = ()) -> Non
         raise InputError(
             f"{path} is not readable JSON settings ({e}); use a new --out, or delete the folder to start again"
         ) from e
-    skip = set(free)
-    diff = [k for k in sorted(set(have) | set(want)) if k not in skip and have.get(k) != want.get(k)]
+    diff = differences(have, want, free)
     if diff:
-        shown = ", ".join(f"{k} {_short(have.get(k))} -> {_short(want.get(k))}" for k in diff[:6])
-        more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
         raise InputError(
-            f"{out} holds a run with other settings ({shown}{more}); run again with the same arguments to "
+            f"{out} holds a run with other settings ({listed(diff)}); run again with the same arguments to "
             "resume it, use a new --out, or delete the folder to start again"
         )

@@ -2,12 +2,14 @@
 
 import dataclasses
 import json
+import logging
 
 import pytest
 import torch
 
 from tessera import checkpoint
 from tessera.config import PRESETS
+from tessera.errors import InputError
 from tessera.training import DiTTrainConfig, MetricsLog, VAETrainConfig, train_dit, train_vae
 
 TINY = PRESETS["tiny"]
@@ -59,6 +61,23 @@ def test_dit_resume_matches_straight_run(tmp_path):
         assert torch.equal(a[k], b[k]), k
     losses = [checkpoint.load(p)[2]["steps"] for p in (straight, resumed)]
     assert losses == ["4", "4"]
+
+
+def test_a_state_of_another_model_is_refused_and_changed_settings_are_logged(tmp_path, caplog):
+    vae_path = train_vae(
+        tmp_path / "vae", TINY.vae, VAETrainConfig(steps=1, batch=1, warmup_steps=1, frames=5, size_px=32)
+    )
+    cfg = DiTTrainConfig(
+        steps=4, batch=2, warmup_steps=1, clips=6, frames=5, height_px=32, width_px=64, eval_every=0,
+        peak_tflops=1.0, stop_at=2,
+    )  # fmt: skip
+    train_dit(tmp_path / "a", dataclasses.replace(TINY), vae_path, cfg)
+    wider = dataclasses.replace(TINY, dit=dataclasses.replace(TINY.dit, width=2 * TINY.dit.width))
+    with pytest.raises(InputError, match=r"another model \(model\.dit\.width 64 -> 128\).*new --out"):
+        train_dit(tmp_path / "a", wider, vae_path, cfg)
+    with caplog.at_level(logging.WARNING, logger="tessera"):
+        train_dit(tmp_path / "a", dataclasses.replace(TINY), vae_path, dataclasses.replace(cfg, lr=5e-5, stop_at=3))
+    assert "changed training settings: lr 0.0008 -> 5e-05" in caplog.text and "stop_at" not in caplog.text
 
 
 def test_dit_can_continue_from_a_generation_checkpoint(tmp_path):

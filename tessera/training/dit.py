@@ -176,7 +176,7 @@ class DiTTrainer:
         self._build_model()
         self.state = TrainState(out / "state.safetensors", self.d)
         self.run_config = {"model": asdict(model_cfg), "train": asdict(cfg)}
-        self.start = self.state.load(self.dit, self.opt, self.ema)
+        self.start = self.state.load(self.dit, self.opt, self.ema, config=self.run_config)
         if self.start and cfg.time_limit_s:
             cfg.steps = self.run_config["train"]["steps"] = int(self.state.config["train"]["steps"])  # fixed at start
         self.metrics = MetricsLog(out / "dit_log.jsonl", cfg.tensorboard) if self.d.main else None

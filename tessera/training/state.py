@@ -26,9 +26,13 @@ from safetensors import safe_open
 from tessera import checkpoint
 from tessera import distributed as D
 from tessera.errors import InputError
+from tessera.run_folder import differences, listed
 
 log = logging.getLogger(__name__)
 KIND = "train_state"
+# training settings that only say how the run is watched or when it stops: they may change on resume unannounced
+OPERATIONAL = ("steps", "stop_at", "checkpoint_every", "log_every", "tensorboard", "eval_every", "eval_prompts",
+               "eval_steps", "eval_seed", "peak_tflops", "workers", "time_limit_s")  # fmt: skip
 
 
 def saved_step(path: Path) -> int:
@@ -76,13 +80,26 @@ class TrainState:
             checkpoint.save(self.path, tensors, config, **meta)
         D.barrier(self.d)
 
-    def load(self, model: torch.nn.Module, opt: torch.optim.Optimizer, ema: list[torch.Tensor] | None = None) -> int:
-        """Restore the saved state into model / ema / opt on every rank; returns its step (0 if none)."""
+    def load(
+        self,
+        model: torch.nn.Module,
+        opt: torch.optim.Optimizer,
+        ema: list[torch.Tensor] | None = None,
+        config: dict | None = None,
+    ) -> int:
+        """Restore the saved state into model / ema / opt on every rank; returns its step (0 if none).
+
+        With `config` (this run's, as `save` takes it: {"train": ..., and the model's sections}), a state
+        of another model (any section but "train" differs) is refused, and changed training settings
+        are logged, so a run never silently continues another one.
+        """
         if not self.path.is_file():
             return 0
         tensors, self.config, meta = checkpoint.load(self.path)
         if meta.get("kind") != KIND:
             raise InputError(f"{self.path} is a {meta.get('kind')!r} checkpoint, not a training state; use a new --out")
+        if config is not None:
+            self._check_config(config)
         with torch.no_grad():
             for k, v in model.state_dict().items():
                 D.local(v).copy_(D.local(D.shard_of(tensors[f"model.{k}"], v)))
@@ -94,6 +111,19 @@ class TrainState:
         step, world = int(meta["step"]), int(meta.get("world", 1))
         log.info("resuming from step %d (saved by %d process(es), now %d)", step, world, self.d.world)
         return step
+
+    def _check_config(self, config: dict) -> None:
+        model = differences(
+            {k: v for k, v in self.config.items() if k != "train"}, {k: v for k, v in config.items() if k != "train"}
+        )
+        if model:
+            raise InputError(
+                f"{self.path} is the state of another model ({listed(model)}); use a new --out for this one, "
+                "or the same model settings to resume it"
+            )
+        changed = differences(self.config.get("train", {}), config.get("train", {}), free=OPERATIONAL)
+        if changed:
+            log.warning("resuming with changed training settings: %s", listed(changed, most=12))
 
     @staticmethod
     def _load_optimizer(model: torch.nn.Module, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:

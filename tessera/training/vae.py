@@ -170,7 +170,7 @@ def train_vae(out: Path, vae_cfg: VAEConfig, cfg: VAETrainConfig, extra_loss: VA
     extra = ExtraVAELoss(extra_loss, bf16=cfg.bf16) if extra_loss and extra_loss.enabled else None
     run_config = {"vae": asdict(vae.cfg), "train": asdict(cfg)} | ({"extra_loss": asdict(extra_loss)} if extra else {})
     state = TrainState(out / "state.safetensors")
-    start = state.load(vae, opt)
+    start = state.load(vae, opt, config=run_config)
     if extra and start:
         extra.load_state_tensors(state.tensors)
     if start and cfg.time_limit_s:  # a resumed time-limited run keeps the step count it fixed at its start
