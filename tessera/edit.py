@@ -93,7 +93,7 @@ def _existing(path: str | Path) -> Path:
 
 def _read_image(p: Path) -> np.ndarray | None:
     """(H, W, 3) uint8 when `p` is a PNG/JPEG/WebP/BMP image, None when it is not an image PIL knows."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         img = Image.open(p)
@@ -104,9 +104,20 @@ def _read_image(p: Path) -> np.ndarray | None:
             return None
         _check_side(p, *img.size)
         try:
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+            return _rgb8(ImageOps.exif_transpose(img))
         except (OSError, ValueError) as e:
             raise InputError(f"{p} is a damaged {img.format} image ({e}); give a complete image file") from e
+
+
+def _rgb8(img) -> np.ndarray:
+    """(H, W, 3) uint8 of a PIL image in any mode. 16- and 32-bit grey (PNG "I;16", "I") is scaled from its
+    range (PIL's own conversion clips it to white); everything else is converted by PIL."""
+    if img.mode.startswith("I"):
+        grey = np.asarray(img).astype(np.float64)  # (H, W)
+        top = 65535.0 if img.mode.startswith("I;16") or grey.max() > 255 else 255.0
+        grey = np.clip(grey / top * 255.0, 0, 255).round().astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
 def _check_side(p: Path, w: int, h: int) -> None:

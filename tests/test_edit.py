@@ -59,6 +59,28 @@ def test_read_media_reads_images_and_picks_video_frames_at_the_model_rate(tmp_pa
     assert len(native) == 24 and native_fps == 24
 
 
+def test_images_in_any_mode_read_as_they_look(tmp_path):
+    """16-bit grey keeps its levels (PIL alone clips it to white), EXIF orientation is applied as viewers
+    do, and grey, palette, alpha and CMYK images become RGB."""
+    ramp = np.linspace(0, 65535, 96 * 64).reshape(64, 96).astype(np.uint16)  # (H, W) full 16-bit range
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    frames, _ = edit.read_media(tmp_path / "grey16.png")
+    assert frames.shape == (1, 64, 96, 3)
+    np.testing.assert_allclose(frames[0, ..., 0].astype(float), ramp / 257.0, atol=1.0)
+    rgb = _clip(1, 64, 96)[0]
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display": a phone photo taken upright
+    Image.fromarray(rgb).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    frames, _ = edit.read_media(tmp_path / "phone.jpg")
+    assert frames.shape == (1, 96, 64, 3)
+    err = [np.abs(frames[0].astype(float) - np.rot90(rgb, k).astype(float)).mean() for k in (-1, 1)]
+    assert err[0] < 6 < err[1], err  # clockwise, as the tag says (JPEG's own error aside)
+    for mode in ("L", "P", "RGBA", "CMYK"):
+        Image.fromarray(rgb).convert(mode).save(tmp_path / f"m{mode}.{'jpg' if mode == 'CMYK' else 'png'}")
+        frames, _ = edit.read_media(tmp_path / f"m{mode}.{'jpg' if mode == 'CMYK' else 'png'}")
+        assert frames.shape == (1, 64, 96, 3) and frames.dtype == np.uint8, mode
+
+
 @pytest.mark.parametrize(
     "make,needle",
     [
