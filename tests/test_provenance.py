@@ -343,6 +343,20 @@ def test_records_of_the_old_jsonl_registry_are_imported_once_and_trace_old_files
     assert main(["ledger", "import", str(tmp_path / "missing.jsonl")]) == 2
 
 
+def test_a_ledger_that_is_no_ledger_and_bad_ages_exit_2_naming_the_fix(home, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n" * 100)
+    for ledger in (notes, tmp_path):  # a text file, a folder
+        assert main(["ledger", "--ledger", str(ledger), "export", str(tmp_path / "out.jsonl")]) == 2
+        assert "cannot be opened" in capsys.readouterr().err
+    assert notes.read_text() == "not a database\n" * 100  # left as it was
+    for days in ("nan", "inf", "-1"):
+        assert main(["ledger", "prune", "--older-than-days", days]) == 2
+        assert "--older-than-days" in capsys.readouterr().err
+    assert main(["ledger", "import", str(notes)]) == 2  # a file of which no line is a record
+    assert "no line" in capsys.readouterr().err and not (home / "ledger.sqlite3").exists()
+
+
 def test_verify_exit_codes_for_bad_input_and_internal_errors(home, tmp_path, capsys, monkeypatch):
     assert main(["verify", str(tmp_path / "missing.mp4")]) == 2
     (tmp_path / "junk.mp4").write_bytes(b"not a video")

@@ -561,6 +561,9 @@ def test_keys_cli_stores_only_hashes_and_revokes(tmp_path, capsys):
     assert lookup(JobStore(db), added["key"]) is None
     assert main(["keys", "--data", data, "revoke", added["id"]]) == 2
     assert main(["keys", "--data", data, "add", "dave", "--quota-per-day", "0"]) == 2
+    for name in ("", "   ", "a\nb", "x" * 101):  # a name says who the key is for, on one line
+        assert main(["keys", "--data", data, "add", name]) == 2
+        assert "printable" in capsys.readouterr().err
 
 
 def test_fuzzed_requests_from_the_schema_never_get_5xx(server):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from tessera.cli.common import UsageError
 
+MAX_NAME = 100  # characters in a key's name
+
 
 def _store(args: argparse.Namespace):
     from tessera.serve.db import JobStore
@@ -24,11 +26,17 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
     store = _store(args)
     if args.action == "add":
-        for name, v in (("--rate-per-min", args.rate_per_min), ("--quota-per-day", args.quota_per_day)):
+        name = args.name.strip()
+        if not 1 <= len(name) <= MAX_NAME or not name.isprintable():
+            raise UsageError(
+                f"key name {args.name[:40]!r}{'…' if len(args.name) > 40 else ''} must be 1 to {MAX_NAME} printable "
+                "characters, e.g. the person or service it is for"
+            )
+        for flag, v in (("--rate-per-min", args.rate_per_min), ("--quota-per-day", args.quota_per_day)):
             if v is not None and v < 1:
-                raise UsageError(f"{name} {v} must be 1 or more")
-        key_id, secret = create_key(store, args.name, args.rate_per_min, args.quota_per_day)
-        print(json.dumps({"id": key_id, "name": args.name, "key": secret}))
+                raise UsageError(f"{flag} {v} must be 1 or more")
+        key_id, secret = create_key(store, name, args.rate_per_min, args.quota_per_day)
+        print(json.dumps({"id": key_id, "name": name, "key": secret}))
         print("the key is shown once; it is stored only as a hash", file=sys.stderr)
     elif args.action == "list":
         print(json.dumps({"keys": store.list_keys()}))

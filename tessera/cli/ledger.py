@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from datetime import UTC, datetime, timedelta
 
 from tessera.cli.common import UsageError
+
+MAX_DAYS = 36_500  # a century: older than any record
+SHOWN_SKIPS = 20  # skipped lines listed in the import's JSON
 
 
 def _ledger(args: argparse.Namespace):
@@ -30,9 +34,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    if args.older_than_days < 0:
-        raise UsageError(f"--older-than-days must be ≥ 0, got {args.older_than_days}; e.g. 365 keeps a year")
-    before = datetime.now(UTC) - timedelta(days=args.older_than_days)
+    days = args.older_than_days
+    if not (math.isfinite(days) and 0 <= days <= MAX_DAYS):
+        raise UsageError(f"--older-than-days must be a number in 0..{MAX_DAYS}, got {days}; e.g. 365 keeps a year")
+    before = datetime.now(UTC) - timedelta(days=days)
     print(json.dumps({"pruned": _ledger(args).prune(before), "before": before.isoformat(timespec="seconds")}))
     return 0
 
@@ -50,7 +55,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         result = Ledger(args.ledger, key=load_key()).import_legacy(source, store_prompt=args.store_prompt)
     except (OSError, UnicodeError) as e:
         raise UsageError(f"cannot read {source} ({e}); pass a readable JSON-lines file") from e
-    result["skipped"] = [{"line": n, "why": why} for n, why in result["skipped"]]
+    if result["skipped"] and not (result["imported"] or result["already_present"]):
+        n, why = result["skipped"][0]
+        raise UsageError(
+            f"no line of {source} is a registry record (line {n}: {why}); "
+            "pass the fingerprints.jsonl an earlier release wrote"
+        )
+    skipped = result["skipped"]
+    result["skipped"] = [{"line": n, "why": why} for n, why in skipped[:SHOWN_SKIPS]]
+    result["skipped_lines"] = len(skipped)  # all of them; the first SHOWN_SKIPS are listed
     print(json.dumps({**result, "source": str(source)}))
     return 0
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tessera.errors import InputError
 from tessera.safety import fingerprint
 from tessera.safety.keys import InstallationKey, tessera_home
 from tessera.safety.watermark import make_payload
@@ -156,12 +157,26 @@ class Ledger:
         self._mac_key = key.derive("ledger") if key is not None else None
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")  # a committed record survives power loss, not just a crash
-        db.executescript(SCHEMA)
+        """An open connection; InputError naming the file when it is a folder, not SQLite, or damaged."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except (OSError, sqlite3.Error) as e:
+            raise self._unusable(e) from e
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # a committed record survives power loss, not just a crash
+            db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            db.close()
+            raise self._unusable(e) from e
         return db
+
+    def _unusable(self, e: Exception) -> InputError:
+        return InputError(
+            f"the provenance ledger {self.path} cannot be opened ({e}): it is a folder, not a Tessera ledger "
+            f"(SQLite), or damaged; pass another --ledger, or move the file aside and a new ledger is started"
+        )
 
     def _sign(self, body: str) -> str:
         if self._mac_key is None:
