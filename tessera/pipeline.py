@@ -19,6 +19,8 @@ import functools
 import hashlib
 import json
 import math
+import re
+import unicodedata
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -308,7 +310,7 @@ class TesseraPipeline:
         if output_type not in OUTPUT_TYPES:
             raise InputError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}")
         paths = _check_output_paths(output_type, output_path, len(prompts))
-        neg = negative_prompt or ""
+        neg = plain_text(negative_prompt or "")
         single = isinstance(prompt, str)
         enhanced = [self.enhancer.enhance(p) for p in prompts] if enhance else [None] * len(prompts)
         return Request(prompts, neg, seeds, steps, guidance, frames, h, w, fps, output_type, paths, single, enhanced)
@@ -319,7 +321,7 @@ class TesseraPipeline:
             raise InputError(f"prompt must be a string or a non-empty list of strings, got {type(prompt).__name__}")
         if negative_prompt is not None and not isinstance(negative_prompt, str):
             raise InputError(f"negative_prompt must be a string, got {type(negative_prompt).__name__}")
-        prompts = [p.strip() for p in prompts]
+        prompts = [plain_text(p) for p in prompts]
         for p in prompts + [negative_prompt or ""]:
             if len(p) > MAX_PROMPT_CHARS:
                 raise InputError(f"a prompt of {len(p)} characters is too long; keep it under {MAX_PROMPT_CHARS}")
@@ -545,6 +547,18 @@ def _default_prompt_filter(text_encoder):
     from tessera.safety.prompt_filter import PromptFilter
 
     return PromptFilter(text_encoder=text_encoder)
+
+
+_TERMINAL_CODE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")  # CSI, OSC, 2-byte
+_INVISIBLE = re.compile("[\u200b\u200c\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]")  # zero width, bidi
+
+
+def plain_text(prompt: str) -> str:
+    """A prompt as one plain line: terminal escape codes (colours pasted from a terminal, or an attempt to
+    rewrite someone's terminal when the prompt is printed) and invisible zero-width and direction marks
+    removed, every other control character (newline, tab, NUL, ...) read as a space; spaces collapsed."""
+    text = _INVISIBLE.sub("", _TERMINAL_CODE.sub("", prompt))
+    return " ".join("".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text).split())
 
 
 def guided_velocity(model, cond: TextEmbedding, uncond: TextEmbedding, guidance: float, reuse_text: bool = True):

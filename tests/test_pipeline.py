@@ -131,6 +131,16 @@ def test_every_video_leaving_the_pipeline_is_marked_and_recorded(pipe, tmp_path)
     assert arr.generation_id != out.generation_id and arr.record is not None
 
 
+def test_a_prompt_is_read_as_one_plain_line(pipe):
+    """Terminal codes, invisible marks and control characters never reach the model, the record or a log."""
+    pasted = "\x1b[31ma red\x1b[0m circle\r\n moving\tleft\x00 \u202e\x1b]0;owned\x07on a black\u200b background"
+    req = pipe.check_request(pasted, negative_prompt="\x1b[1mblur\x1b[0m,\nnoise")
+    assert req.prompts == ["a red circle moving left on a black background"] and req.negative_prompt == "blur, noise"
+    assert req.enhanced[0].text == "a red circle moving left on a black background"
+    with pytest.raises(InputError, match="empty"):
+        pipe.check_request("\x1b[0m\u200b\x00\n")
+
+
 def test_a_video_made_in_python_is_found_by_verify(pipe, tmp_path, capsys):
     out = pipe("a green square", seed=2, output_type="mp4", output_path=tmp_path / "v.mp4", **SMALL)
     capsys.readouterr()
