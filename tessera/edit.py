@@ -38,6 +38,7 @@ from einops import rearrange
 
 from tessera.conditioning import ConditioningItem
 from tessera.errors import InputError
+from tessera.export import display_turns, upright
 
 if TYPE_CHECKING:
     from tessera.pipeline import Request, TesseraPipeline, VideoOutput
@@ -160,18 +161,18 @@ def _read_video(p: Path, fps: float | None, convert: bool = True) -> tuple[np.nd
 
 
 def _pick_frames(p: Path, decoded, src_fps: float, fps: float, convert: bool = True) -> list:
-    """The decoded frame nearest to every k/fps s (k = 0, 1, ...), within the size and duration limits
-    (`convert` False: only each picked frame's (height, width))."""
+    """The decoded frame nearest to every k/fps s (k = 0, 1, ...), upright as players show it, within the
+    size and duration limits (`convert` False: only each picked frame's (height, width) upright)."""
     kept, k, frame_bytes = [], 0, 0
     for i, frame in enumerate(decoded):
         if i > MAX_INPUT_S * src_fps:
             raise InputError(f"{p} lasts more than {MAX_INPUT_S:.0f} s; trim it first")
         _check_side(p, frame.width, frame.height)
-        rgb = None
+        rgb, turns = None, display_turns(frame)  # a phone's portrait video is stored turned
         while round(k * src_fps / fps) == i:
             if convert:
-                rgb = frame.to_ndarray(format="rgb24") if rgb is None else rgb
-            kept.append(rgb if convert else (frame.height, frame.width))
+                rgb = upright(frame.to_ndarray(format="rgb24"), turns) if rgb is None else rgb
+            kept.append(rgb if convert else (frame.width, frame.height) if turns % 2 else (frame.height, frame.width))
             k += 1
             frame_bytes += frame.height * frame.width * 3  # as rgb24
         if frame_bytes > MAX_INPUT_BYTES:

@@ -197,8 +197,24 @@ def _encode(frames: np.ndarray, target: str, fps: int, crf: int, metadata: dict 
             container.mux(packet)
 
 
+def display_turns(frame: av.VideoFrame) -> int:
+    """Quarter turns counterclockwise (np.rot90's k) that show a decoded frame as players show it.
+
+    Phones store portrait video as landscape pixels plus a display matrix that rotates them
+    (`frame.rotation`: degrees counterclockwise, -90 for a phone held upright); frames read
+    for editing or training are turned upright with `upright`.
+    """
+    return round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+
+
+def upright(pixels: np.ndarray, turns: int) -> np.ndarray:
+    """(H, W, ...) pixels turned `turns` quarter turns counterclockwise (see `display_turns`)."""
+    return np.ascontiguousarray(np.rot90(pixels, k=turns)) if turns else pixels
+
+
 def read_video(path: str | Path) -> tuple[np.ndarray, float]:
-    """Decode a video file to uint8 frames (T, H, W, 3) and its frame rate.
+    """Decode a video file to uint8 frames (T, H, W, 3), as coded (a display rotation is not applied:
+    the watermark lives in the coded pixels), and its frame rate.
 
     A path that is not a readable video raises InputError (a FileNotFoundError when it does not
     exist) saying what was found.

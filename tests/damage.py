@@ -1,9 +1,10 @@
 """Damaged copies of real files for the robustness tests: checkpoints with edited config metadata,
-files cut short or with flipped bits."""
+files cut short or with flipped bits; a video as a phone records it."""
 
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 from safetensors import safe_open
@@ -37,3 +38,18 @@ def bit_flipped(data: bytes, positions: list[int]) -> bytes:
     for i, pos in enumerate(positions):
         out[pos % len(out)] ^= 1 << (i % 8)
     return bytes(out)
+
+
+def portrait_phone_video(src: Path, dst: Path) -> Path:
+    """Copy MP4 `src` to `dst` with the display matrix of a phone held upright: players show the coded
+    frames turned 90° clockwise (the 'tkhd' box's matrix, as phones write it)."""
+    data = bytearray(src.read_bytes())
+    i = data.find(b"tkhd")
+    version = data[i + 4]
+    # after the box type: version+flags 4, creation+modification 8 (16), track id 4, reserved 4,
+    # duration 4 (8), reserved 8, layer, group, volume, reserved 8; then the 3x3 matrix, 9 x 32 bits
+    at = i + 4 + 4 + (8 if version == 0 else 16) + 8 + (4 if version == 0 else 8) + 8 + 8
+    matrix = (0, 1 << 16, 0, (-1 << 16) & 0xFFFFFFFF, 0, 0, 0, 0, 1 << 30)
+    data[at : at + 36] = struct.pack(">9I", *matrix)
+    dst.write_bytes(bytes(data))
+    return dst

@@ -81,6 +81,19 @@ def test_images_in_any_mode_read_as_they_look(tmp_path):
         assert frames.shape == (1, 64, 96, 3) and frames.dtype == np.uint8, mode
 
 
+def test_a_portrait_phone_video_reads_upright_as_players_show_it(tmp_path):
+    from damage import portrait_phone_video
+
+    video = np.zeros((9, 64, 96, 3), np.uint8)
+    video[:, :, :24] = 255  # a white band on the left of the coded frames
+    coded = write_mp4(video, tmp_path / "coded.mp4", fps=8)
+    phone = portrait_phone_video(coded, tmp_path / "phone.mp4")
+    frames, _ = edit.read_media(phone, fps=8)
+    assert frames.shape == (9, 96, 64, 3) and edit.probe_media(phone, 8) == (9, 96, 64)
+    assert frames[:, :20].mean() > 240 and frames[:, -60:].mean() < 15  # turned clockwise: the band is on top
+    assert edit.read_media(coded, fps=8)[0].shape == (9, 64, 96, 3)  # no display matrix: as coded
+
+
 @pytest.mark.parametrize(
     "make,needle",
     [

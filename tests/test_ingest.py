@@ -256,3 +256,20 @@ def test_an_item_that_kills_its_worker_process_is_rejected_and_the_others_finish
     assert done["clip2"]["reason"] == "crashed"
     assert {k: done[k] for k in keys if k != "clip2"} == {k: {"key": k} for k in keys if k != "clip2"}
     assert Journal(tmp_path / "j.jsonl").done == done
+
+
+def test_a_portrait_phone_video_is_probed_and_read_upright(tmp_path):
+    import numpy as np
+    from damage import portrait_phone_video
+
+    from tessera.data.ingest.probe import probe_video, read_frames
+    from tessera.export import write_mp4
+
+    video = np.zeros((16, 64, 96, 3), np.uint8)
+    video[:, :, :24] = 255  # a white band on the left of the coded frames: on top once upright
+    phone = portrait_phone_video(write_mp4(video, tmp_path / "coded.mp4", fps=8), tmp_path / "phone.mp4")
+    info = probe_video(phone)
+    assert (info["width_px"], info["height_px"]) == (64, 96)
+    rgb, grey = read_frames(phone, [0.0, 1.0]), read_frames(phone, [0.5], fmt="gray")
+    assert rgb.shape == (2, 96, 64, 3) and grey.shape == (1, 96, 64)
+    assert rgb[:, :20].mean() > 240 and rgb[:, -60:].mean() < 15

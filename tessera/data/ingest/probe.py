@@ -15,6 +15,7 @@ import numpy as np
 
 from tessera.data.ingest.remote import is_url, local_copy, local_path
 from tessera.data.ingest.sources import link_loops
+from tessera.export import display_turns, upright
 
 
 def probe_video(path: str | Path) -> dict:
@@ -80,6 +81,7 @@ def probe_video(path: str | Path) -> dict:
         return reject("undecodable", "no frame decodes")
     if len(last) == 0:
         return reject("truncated", f"no frame decodes near the stated end ({duration:.2f} s)")
+    info["height_px"], info["width_px"] = (int(n) for n in first.shape[1:3])  # upright, as every later stage reads
     bpp = info["bitrate_bps"] / (w * h * fps)
     info["bits_per_pixel"] = round(bpp, 5)
     return info
@@ -111,7 +113,8 @@ def reject(reason: str, detail: str) -> dict:
 
 
 def read_frames(path: str | Path, times_s: list[float] | np.ndarray, fmt: str = "rgb24") -> np.ndarray:
-    """Decode the frames nearest to ascending times `times_s` (seconds); uint8 (T, H, W, 3) RGB.
+    """Decode the frames nearest to ascending times `times_s` (seconds); uint8 (T, H, W, 3) RGB, upright
+    as players show them (a display rotation, as phones record portrait video, is applied).
 
     `fmt="gray"` gives the decoder's own luma plane (T, H, W) instead: full resolution and
     untouched by chroma up-sampling, which is what sharpness and block measures need.
@@ -137,7 +140,7 @@ def read_frames(path: str | Path, times_s: list[float] | np.ndarray, fmt: str = 
             rgb = None
             while i < len(times) and times[i] < ft + half:
                 if rgb is None:
-                    rgb = frame.to_ndarray(format=fmt)
+                    rgb = upright(frame.to_ndarray(format=fmt), display_turns(frame))  # a phone's portrait video
                 out.append(rgb)
                 i += 1
             if i == len(times):
