@@ -161,22 +161,41 @@ def _read_video(p: Path, fps: float | None, convert: bool = True) -> tuple[np.nd
 
 
 def _pick_frames(p: Path, decoded, src_fps: float, fps: float, convert: bool = True) -> list:
-    """The decoded frame nearest to every k/fps s (k = 0, 1, ...), upright as players show it, within the
-    size and duration limits (`convert` False: only each picked frame's (height, width) upright)."""
+    """The decoded frame nearest in time to every k/fps s (k = 0, 1, ... while a frame is within half a frame),
+    upright as players show it, within the size and duration limits (`convert` False: only each picked
+    frame's (height, width) upright).
+
+    Times are the frames' own timestamps, from the first frame's: phones record at a variable frame
+    rate, so a frame's index says little about its time. Frames without a timestamp count as i / src_fps.
+    """
     kept, k, frame_bytes = [], 0, 0
-    for i, frame in enumerate(decoded):
-        if i > MAX_INPUT_S * src_fps:
-            raise InputError(f"{p} lasts more than {MAX_INPUT_S:.0f} s; trim it first")
-        _check_side(p, frame.width, frame.height)
-        rgb, turns = None, display_turns(frame)  # a phone's portrait video is stored turned
-        while round(k * src_fps / fps) == i:
-            if convert:
-                rgb = upright(frame.to_ndarray(format="rgb24"), turns) if rgb is None else rgb
-            kept.append(rgb if convert else (frame.width, frame.height) if turns % 2 else (frame.height, frame.width))
-            k += 1
-            frame_bytes += frame.height * frame.width * 3  # as rgb24
+    first, prev = None, None  # the first frame's time; [time, frame, its picked form or None] of the last one
+
+    def pick(last: list) -> None:
+        nonlocal frame_bytes
+        if last[2] is None:
+            frame, turns = last[1], display_turns(last[1])  # a phone's portrait video is stored turned
+            size = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
+            last[2] = upright(frame.to_ndarray(format="rgb24"), turns) if convert else size
+        kept.append(last[2])
+        frame_bytes += last[1].height * last[1].width * 3  # as rgb24
         if frame_bytes > MAX_INPUT_BYTES:
             raise InputError(f"{p} is too large to edit at once (over 2 GiB of frames); trim or scale it down first")
+
+    for i, frame in enumerate(decoded):
+        _check_side(p, frame.width, frame.height)
+        t = float(frame.time) if frame.time is not None else i / src_fps
+        first = t if first is None else first
+        t -= first
+        if t > MAX_INPUT_S or i > 4 * MAX_INPUT_S * src_fps:
+            raise InputError(f"{p} lasts more than {MAX_INPUT_S:.0f} s; trim it first")
+        while prev is not None and k / fps < (prev[0] + t) / 2:  # the previous frame is the nearest to k / fps
+            pick(prev)
+            k += 1
+        prev = [t, frame, None]
+    while prev is not None and k / fps < prev[0] + 0.5 / src_fps:  # the last frame holds for half a frame
+        pick(prev)
+        k += 1
     return kept
 
 

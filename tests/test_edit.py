@@ -81,6 +81,29 @@ def test_images_in_any_mode_read_as_they_look(tmp_path):
         assert frames.shape == (1, 64, 96, 3) and frames.dtype == np.uint8, mode
 
 
+def test_a_variable_frame_rate_video_is_read_by_its_timestamps(tmp_path):
+    """Phones record at a variable rate: the frame nearest each k/8 s is picked by time, not by index."""
+    import fractions
+
+    import av
+
+    times = [0.0, 0.05, 0.1, 0.5, 0.52, 0.54, 1.0, 1.3, 1.31, 2.0]  # seconds; frame j has brightness 20 j + 10
+    tb = fractions.Fraction(1, 1000)
+    with av.open(str(tmp_path / "vfr.mp4"), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width = s.height = 64
+        s.pix_fmt, s.time_base, s.codec_context.time_base = "yuv420p", tb, tb
+        for j, t in enumerate(times):
+            f = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 20 * j + 10, np.uint8), format="rgb24")
+            f.pts, f.time_base = round(t * 1000), tb
+            c.mux(s.encode(f))
+        c.mux(s.encode())
+    frames, fps = edit.read_media(tmp_path / "vfr.mp4", fps=8)
+    nearest = [min(range(len(times)), key=lambda j: abs(times[j] - k / 8)) for k in range(17)]  # 0 .. 2 s
+    assert fps == 8 and len(frames) == 17 and edit.probe_media(tmp_path / "vfr.mp4", 8)[0] == 17
+    np.testing.assert_allclose(frames.reshape(17, -1).mean(1), [20 * j + 10 for j in nearest], atol=4)
+
+
 def test_a_portrait_phone_video_reads_upright_as_players_show_it(tmp_path):
     from damage import portrait_phone_video
 
