@@ -2,7 +2,8 @@
 
     0  success
     1  `tessera verify` only: the file is not traced to a generation (no mark, manifest or ledger match)
-    2  bad input (arguments, files, checkpoints, configs): InputError
+    2  bad input (arguments, files, checkpoints, configs): InputError; also a request too large for
+       the machine's memory (`out_of_memory`), with what to ask for instead
     3  refused by the prompt filter: UnsafePromptError
     4  internal error (a bug): a one-line message and a hint to report it
 
@@ -38,3 +39,19 @@ class UnsafePromptError(TesseraError):
     def __init__(self, category: str, message: str):
         super().__init__(message)
         self.category = category
+
+
+OUT_OF_MEMORY_HINT = (
+    "ask for less at once: a smaller --width / --height, a shorter --duration-s, fewer prompts per call, "
+    "--fast; when training, a smaller --batch or --gradient-checkpointing"
+)
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether `e` is a failed memory allocation: Python's MemoryError, torch's CPU allocator ("can't allocate
+    memory", "not enough memory") or its GPU one (torch.OutOfMemoryError). Not a bug: the request is too
+    large for this machine."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text)

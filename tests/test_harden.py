@@ -172,6 +172,25 @@ def test_unexpected_error_is_one_line_with_a_hint_and_exit_4(monkeypatch, capsys
     assert "Traceback" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("failure", ["torch", "python"])
+def test_running_out_of_memory_is_one_line_saying_what_to_ask_for_and_exit_2(failure, monkeypatch, capsys):
+    import torch
+
+    from tessera.cli import verify
+
+    def too_large(args):
+        if failure == "torch":
+            torch.empty(10**15, dtype=torch.uint8)  # a real allocation failure of torch's CPU allocator
+        raise MemoryError()
+
+    monkeypatch.setattr(verify, "cmd_verify", too_large)
+    monkeypatch.delenv("TESSERA_DEBUG", raising=False)
+    assert main(["verify", "x.mp4"]) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "out of memory" in err and "--duration-s" in err
+    assert "internal error" not in err and "report" not in err
+
+
 def test_readme_documents_every_exit_code():
     text = (ROOT / "README.md").read_text()
     section = text[text.index("## Exit codes") :].split("\n## ")[0]

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -221,6 +222,17 @@ def test_a_job_that_kills_its_worker_repeatedly_fails(server):
         server.store.requeue_expired()
     row = server.store.get_job(job["id"])
     assert row["state"] == "failed" and "stopped" in row["error"]
+
+
+def test_a_job_too_large_for_the_workers_memory_fails_saying_what_to_send(server, monkeypatch):
+    def too_large(*args, **kwargs):
+        torch.empty(10**15, dtype=torch.uint8)  # a real allocation failure of torch's CPU allocator
+
+    monkeypatch.setattr("tessera.serve.worker.run_generation", too_large)
+    job = submit(server).json()
+    assert server.work()["state"] == "failed"
+    error = server.store.get_job(job["id"])["error"]
+    assert error.startswith("out of memory") and "duration_s" in error
 
 
 def test_jobs_survive_a_restart_of_the_server(server, pipe):

@@ -1,7 +1,8 @@
 """The `tessera` command: generate | edit | verify | ledger | train | distill | prefer | prepare | eval | serve | keys.
 
 Exit codes (see `tessera.errors`): 0 success; 1 `verify` found no watermark; 2 bad input
-(arguments, files, checkpoints, configs), one line saying what to change; 3 refused by the
+(arguments, files, checkpoints, configs) or a request too large for the machine's memory, one
+line saying what to change; 3 refused by the
 prompt filter; 4 internal error, one line and a hint to report it (the traceback only with
 TESSERA_DEBUG=1); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Each command lives in
 its own module with its parser (`add_parser`) and its handler, and validates every argument
@@ -18,7 +19,7 @@ import threading
 import traceback
 
 from tessera.cli import distill, edit, evaluate, generate, keys, ledger, prefer, prepare, serve, train, verify
-from tessera.errors import EXIT_INPUT, EXIT_INTERNAL, TesseraError
+from tessera.errors import EXIT_INPUT, EXIT_INTERNAL, OUT_OF_MEMORY_HINT, TesseraError, out_of_memory
 
 COMMANDS = (generate, edit, verify, ledger, train, distill, prefer, prepare, evaluate, serve, keys)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug: one line and a hint, the traceback only when asked for
         if os.environ.get("TESSERA_DEBUG") == "1":
             traceback.print_exc()
+        if out_of_memory(e):  # too large for this machine, not a bug
+            print(f"tessera: error: out of memory ({one_line(e)[:200]}); {OUT_OF_MEMORY_HINT}", file=sys.stderr)
+            return EXIT_INPUT
         print(f"tessera: internal error: {type(e).__name__}: {one_line(e)[:300]} ({REPORT_HINT})", file=sys.stderr)
         return EXIT_INTERNAL
     finally:

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from tessera.errors import InputError
+from tessera.errors import InputError, out_of_memory
 from tessera.serve.db import JobStore
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,10 @@ class Worker:
             return {**job, "state": "cancelled"}
         except Exception as e:  # a failed job must not take the worker down
             log.exception("job %s failed", job_id)
-            self.store.end(job_id, self.owner, "failed", f"{type(e).__name__}: {e}")
+            why = f"{type(e).__name__}: {e}"
+            if out_of_memory(e):  # the request is too large for this worker, not a bug
+                why = "out of memory on the worker: send a smaller width / height, a shorter duration_s, or fast=true"
+            self.store.end(job_id, self.owner, "failed", why)
             return {**job, "state": "failed"}
         if not self.store.finish(job_id, self.owner, Path(result["path"]).name, result["generation_id"]):
             log.warning("job %s was taken back while it ran; its result is dropped", job_id)
