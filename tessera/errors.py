@@ -3,7 +3,8 @@
     0  success
     1  `tessera verify` only: the file is not traced to a generation (no mark, manifest or ledger match)
     2  bad input (arguments, files, checkpoints, configs): InputError; also a request too large for
-       the machine's memory (`out_of_memory`), with what to ask for instead
+       the machine's memory (`out_of_memory`), with what to ask for instead, or for its disk
+       or permissions (`environment_error`)
     3  refused by the prompt filter: UnsafePromptError
     4  internal error (a bug): a one-line message and a hint to report it
 
@@ -55,3 +56,21 @@ def out_of_memory(e: BaseException) -> bool:
         return True
     text = str(e)
     return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text)
+
+
+def environment_error(e: BaseException) -> str | None:
+    """What to do when `e` is the machine refusing a file operation (disk or quota full, a read-only file
+    system, no permission), or None. Not a bug: the place or the space has to change."""
+    import errno
+
+    if not isinstance(e, OSError):
+        return None
+    where = f" for {e.filename}" if e.filename else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left{where} ({e.strerror}); free some space or choose another --out"
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        where = f" {e.filename}" if e.filename else " a file"
+        return (
+            f"not allowed to use{where} ({e.strerror}); choose files and folders you may use, or fix their permissions"
+        )
+    return None

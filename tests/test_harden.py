@@ -191,6 +191,20 @@ def test_running_out_of_memory_is_one_line_saying_what_to_ask_for_and_exit_2(fai
     assert "internal error" not in err and "report" not in err
 
 
+def test_a_full_disk_is_one_line_naming_the_file_and_exit_2(monkeypatch, capsys):
+    from tessera.cli import verify
+
+    def write_to_a_full_disk(args):
+        with open("/dev/full", "w") as f:  # a real ENOSPC from the kernel
+            f.write("x")
+
+    monkeypatch.setattr(verify, "cmd_verify", write_to_a_full_disk)
+    monkeypatch.delenv("TESSERA_DEBUG", raising=False)
+    assert main(["verify", "x.mp4"]) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "no space left" in err and "internal error" not in err
+
+
 def test_readme_documents_every_exit_code():
     text = (ROOT / "README.md").read_text()
     section = text[text.index("## Exit codes") :].split("\n## ")[0]

@@ -1,8 +1,8 @@
 """The `tessera` command: generate | edit | verify | ledger | train | distill | prefer | prepare | eval | serve | keys.
 
 Exit codes (see `tessera.errors`): 0 success; 1 `verify` found no watermark; 2 bad input
-(arguments, files, checkpoints, configs) or a request too large for the machine's memory, one
-line saying what to change; 3 refused by the
+(arguments, files, checkpoints, configs), a request too large for the machine's memory, or a
+full disk or a folder it may not write, one line saying what to change; 3 refused by the
 prompt filter; 4 internal error, one line and a hint to report it (the traceback only with
 TESSERA_DEBUG=1); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Each command lives in
 its own module with its parser (`add_parser`) and its handler, and validates every argument
@@ -19,7 +19,14 @@ import threading
 import traceback
 
 from tessera.cli import distill, edit, evaluate, generate, keys, ledger, prefer, prepare, serve, train, verify
-from tessera.errors import EXIT_INPUT, EXIT_INTERNAL, OUT_OF_MEMORY_HINT, TesseraError, out_of_memory
+from tessera.errors import (
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    OUT_OF_MEMORY_HINT,
+    TesseraError,
+    environment_error,
+    out_of_memory,
+)
 
 COMMANDS = (generate, edit, verify, ledger, train, distill, prefer, prepare, evaluate, serve, keys)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -73,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         if out_of_memory(e):  # too large for this machine, not a bug
             print(f"tessera: error: out of memory ({one_line(e)[:200]}); {OUT_OF_MEMORY_HINT}", file=sys.stderr)
+            return EXIT_INPUT
+        if environment_error(e):  # a full disk, a read-only folder: the place has to change, not the code
+            print(f"tessera: error: {environment_error(e)}", file=sys.stderr)
             return EXIT_INPUT
         print(f"tessera: internal error: {type(e).__name__}: {one_line(e)[:300]} ({REPORT_HINT})", file=sys.stderr)
         return EXIT_INTERNAL
