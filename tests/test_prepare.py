@@ -23,6 +23,7 @@ from tessera.data.ingest.recaption import caption_clip
 from tessera.data.ingest.record import ClipRecord, Probe
 from tessera.data.ingest.shots import ShotConfig
 from tessera.data.ingest.sources import list_sources, name_words
+from tessera.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 N_LABELLED = 8  # clean clips; the same clips again with each corruption
@@ -240,6 +241,13 @@ def test_train_dit_reads_a_prepared_dataset(small_crawl, tiny_checkpoint, tmp_pa
     assert meta["steps"] == "3" and not (tmp_path / "run" / "latents").exists()
     losses = [json.loads(x)["loss"] for x in (tmp_path / "run" / "dit_log.jsonl").read_text().splitlines()]
     assert losses and all(np.isfinite(losses))
+    # the bundled model's VAE did not encode these clips: refused before any training, naming the fix
+    with pytest.raises(InputError, match="encoded by its own VAE.*Leave --vae out"):
+        train_dit(tmp_path / "other", dataclasses.replace(PRESETS["tiny"]), checkpoint.bundled_path(), cfg)
+    assert not (tmp_path / "other" / "state.safetensors").exists()
+    # the checkpoint the dataset was prepared with holds that same VAE: accepted
+    same = train_dit(tmp_path / "same", dataclasses.replace(PRESETS["tiny"]), tiny_checkpoint, cfg)
+    assert checkpoint.load(same)[2]["steps"] == "3"
 
 
 def test_journal_drops_a_line_cut_short_by_a_kill(tmp_path):

@@ -35,6 +35,7 @@ from tessera.data.buckets import Bucket, BucketConfig, BucketSampler, LatentGrou
 from tessera.data.shards import load_latent_groups
 from tessera.data.world import WorldConfig, build_latent_cache
 from tessera.diffusion.flow import flow_loss, sample_train_times, shift_for
+from tessera.errors import InputError
 from tessera.flops import dit_train_flops, matmul_peak_flops
 from tessera.models.autoencoder import load_video_vae
 from tessera.models.dit import DiT
@@ -157,6 +158,24 @@ def _eval_pipeline(model_cfg: ModelConfig, vae: VideoVAE, dit: DiT, encoder, dev
 # ----------------------------------------------------------------------------- trainer
 
 
+def check_dataset_vae(data_dir: str, vae_path: str | Path, vae: VideoVAE) -> None:
+    """InputError when a prepared dataset (`data_dir`) was encoded by another VAE than `vae`: its latents
+    would not fit the DiT's decoder, and training would go on without a sign of it."""
+    own = Path(data_dir) / "vae.safetensors" if data_dir else None
+    if own is None or not own.is_file() or own.resolve() == Path(vae_path).resolve():
+        return
+    theirs = load_video_vae(own).state_dict()
+    ours = vae.state_dict()
+    if ours.keys() != theirs.keys() or any(
+        ours[k].shape != theirs[k].shape or not torch.equal(ours[k].float(), theirs[k].float()) for k in ours
+    ):
+        raise InputError(
+            f"the dataset {data_dir} was encoded by its own VAE ({own}) and {vae_path} holds another: its latents "
+            f"would not fit. Leave --vae out to train on the dataset's, or prepare the clips again with "
+            f"--checkpoint {vae_path}"
+        )
+
+
 class DiTTrainer:
     """One DiT training run in `out`; `train()` runs it (resuming from `out/state.safetensors`)."""
 
@@ -168,6 +187,7 @@ class DiTTrainer:
         self.out, self.cfg, self.name, self.d = out, cfg, name, D.init()
         out.mkdir(parents=True, exist_ok=True)
         self.vae = load_video_vae(vae_path)
+        check_dataset_vae(cfg.data_dir, vae_path, self.vae)
         model_cfg.vae = self.vae.cfg
         model_cfg.dit.in_channels = self.vae.cfg.latent_channels
         self.model_cfg = model_cfg
