@@ -155,6 +155,36 @@ def test_latent_cache_does_not_depend_on_the_number_of_render_workers(tmp_path):
         assert torch.equal(ta["latents"], tb["latents"]) and ma["texts"] == mb["texts"]
 
 
+def test_a_latent_cache_of_other_settings_or_another_vae_is_encoded_again(tmp_path, caplog):
+    import dataclasses as dc
+
+    from tessera.data.world import WorldConfig, build_latent_cache
+    from tessera.models.vae import VideoVAE
+
+    torch.manual_seed(0)
+    vae = VideoVAE(TINY.vae).eval()
+    world = WorldConfig(seed=3)
+
+    def build(v, w):
+        return build_latent_cache(v, tmp_path / "c", 3, 5, 32, 64, w, clips_per_shard=3, batch=3)
+
+    def shard():
+        tensors, config, meta = checkpoint.load(tmp_path / "c" / "shard_00000.safetensors")
+        return tensors["latents"], config, meta["texts"]
+
+    build(vae, world)
+    first = shard()
+    with caplog.at_level(logging.INFO, logger="tessera"):
+        build(vae, world)  # the same clips and VAE: kept
+        assert "encoding it again" not in caplog.text
+        build(vae, dc.replace(world, wording="full"))  # other captions: made again
+        assert "encoding it again" in caplog.text and shard()[2] != first[2]
+        other = VideoVAE(TINY.vae).eval()  # another VAE's latents would not fit the decoder
+        build(other, world)
+    latents, config, texts = shard()
+    assert texts == first[2] and not torch.equal(latents, first[0]) and config["vae_sha256"] != first[1]["vae_sha256"]
+
+
 @pytest.mark.slow
 def test_dit_quick_eval_judges_the_ema_weights_through_the_pipeline(tmp_path):
     """An adherence check during training writes its scores to the log, and its videos stay out of the user's ledger."""

@@ -3,12 +3,17 @@
 Training the DiT never decodes or renders video: it reads latents and texts from
 safetensors shards (`shard_00000.safetensors`, ... each `clips_per_shard` clips; the format
 of `tessera.data.shards`). Shards are written atomically and skipped when present, so an
-interrupted build resumes where it stopped and gives the same result.
+interrupted build resumes where it stopped and gives the same result. A shard's config records
+its clips (size, frames, the world's settings) and the VAE that encoded them (SHA-256 of its
+weights); one made with other settings or another VAE is encoded again, never trained on.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import multiprocessing as mp
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +21,14 @@ import torch
 from einops import rearrange
 from tqdm import tqdm
 
+from tessera import checkpoint
 from tessera.data.shards import load_latent_groups, shard_name, write_shard
 from tessera.data.world.captions import caption, simple_prompt
 from tessera.data.world.samples import clip_rng
 from tessera.data.world.scenes import WorldConfig, render, sample_spec
 from tessera.models.vae import VideoVAE
+
+log = logging.getLogger(__name__)
 
 __all__ = ["build_latent_cache", "clip_texts", "load_latent_groups"]
 
@@ -43,6 +51,21 @@ def _render_clip(job: tuple) -> tuple[np.ndarray, list[str]]:
 
 
 @torch.no_grad()
+def _cached(path: Path, meta: dict) -> bool:
+    """Whether the shard at `path` holds these clips encoded by this VAE; another one (older settings, another
+    wording or VAE, a damaged file) is encoded again rather than trained on."""
+    if not path.exists():
+        return False
+    try:
+        _, have, _ = checkpoint.load(path, skip=("latents",))
+    except checkpoint.CheckpointError:
+        have = None
+    if have == json.loads(json.dumps(meta)):
+        return True
+    log.info("%s holds other clips or another VAE's latents; encoding it again", path)
+    return False
+
+
 def build_latent_cache(
     vae: VideoVAE,
     out: Path,
@@ -66,6 +89,7 @@ def build_latent_cache(
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     vae = vae.to(device)
+    encoder = checkpoint.tensors_sha256(vae.state_dict())  # which VAE made the latents
     paths = []
     n_shards = (clips + clips_per_shard - 1) // clips_per_shard
     bar = tqdm(total=clips, desc="encode", mininterval=5)
@@ -76,7 +100,16 @@ def build_latent_cache(
             path = out / shard_name(s)
             paths.append(path)
             lo, hi = s * clips_per_shard, min(clips, (s + 1) * clips_per_shard)
-            if path.exists():
+            meta = {
+                "frames": frames,
+                "height_px": height_px,
+                "width_px": width_px,
+                "seed": world.seed,
+                "first": first_index + lo,
+                "world": asdict(world),
+                "vae_sha256": encoder,
+            }
+            if _cached(path, meta):
                 bar.update(hi - lo)
                 continue
             jobs = [(first_index + i, frames, height_px, width_px, world) for i in range(lo, hi)]
@@ -92,13 +125,6 @@ def build_latent_cache(
                         latents.append(vae.encode(x).to(torch.bfloat16).cpu())  # (b, C, T', H', W')
                     bar.update(len(pixels))
                     pixels = []
-            meta = {
-                "frames": frames,
-                "height_px": height_px,
-                "width_px": width_px,
-                "seed": world.seed,
-                "first": first_index + lo,
-            }
             write_shard(path, torch.cat(latents), texts, meta)
     finally:
         if pool:
