@@ -185,6 +185,29 @@ def test_a_latent_cache_of_other_settings_or_another_vae_is_encoded_again(tmp_pa
     assert texts == first[2] and not torch.equal(latents, first[0]) and config["vae_sha256"] != first[1]["vae_sha256"]
 
 
+def test_the_latent_cache_holds_only_this_runs_clips_and_shapes(tmp_path):
+    """Everything under the cache is trained on, so shards of an earlier run with more clips or other
+    shapes are removed when the cache is built again."""
+    from tessera.data.shards import load_latent_groups
+    from tessera.data.world import WorldConfig, build_latent_cache
+    from tessera.models.vae import VideoVAE
+    from tessera.training.dit import world_latents
+
+    vae = VideoVAE(TINY.vae).eval()
+    build_latent_cache(vae, tmp_path / "c", 6, 5, 32, 64, WorldConfig(), clips_per_shard=3, batch=3)
+    build_latent_cache(vae, tmp_path / "c", 3, 5, 32, 64, WorldConfig(), clips_per_shard=3, batch=3)
+    assert [p.name for p in (tmp_path / "c").iterdir()] == ["shard_00000.safetensors"]
+    cfg = DiTTrainConfig(clips=4, frames=5, shapes=((32, 64), (64, 32)))
+    root = world_latents(vae, tmp_path / "run", cfg)
+    assert sorted(p.name for p in root.iterdir()) == ["32x64", "64x32"]
+    world_latents(vae, tmp_path / "run", dataclasses.replace(cfg, shapes=((32, 32),)))  # one shape now
+    assert [p.name for p in root.iterdir()] == ["shard_00000.safetensors"]
+    assert [g[0].shape[0] for g in load_latent_groups(root)] == [4]
+    world_latents(vae, tmp_path / "run", cfg)  # two shapes again
+    assert sorted(p.name for p in root.iterdir()) == ["32x64", "64x32"]
+    assert sorted(g[0].shape[0] for g in load_latent_groups(root)) == [2, 2]
+
+
 @pytest.mark.slow
 def test_dit_quick_eval_judges_the_ema_weights_through_the_pipeline(tmp_path):
     """An adherence check during training writes its scores to the log, and its videos stay out of the user's ledger."""

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +34,7 @@ from tessera.config import ModelConfig
 
 # every import from tessera.data in this module:
 from tessera.data.buckets import Bucket, BucketConfig, BucketSampler, LatentGroup
-from tessera.data.shards import load_latent_groups
+from tessera.data.shards import SHARD_GLOB, load_latent_groups
 from tessera.data.world import WorldConfig, build_latent_cache
 from tessera.diffusion.flow import flow_loss, sample_train_times, shift_for
 from tessera.errors import InputError
@@ -78,13 +80,22 @@ def world_latents(vae: VideoVAE, out: Path, cfg: DiTTrainConfig, device: torch.d
     shapes = cfg.shapes or ((cfg.height_px, cfg.width_px),)
     on_gpu = torch.device(device).type == "cuda"
     opts = dict(device=device, workers=os.cpu_count() or 1, batch=32 if on_gpu else 8)
+    root = out / "latents"
+    folders = {f"{h}x{w}" for h, w in shapes} if len(shapes) > 1 else set()
+    for stale in sorted(root.glob("*x*")):  # an earlier run's shapes: everything under root is trained on
+        if stale.is_dir() and re.fullmatch(r"\d+x\d+", stale.name) and stale.name not in folders:
+            log.info("removing %s: not one of this run's shapes", stale)
+            shutil.rmtree(stale)
     if len(shapes) == 1:
-        build_latent_cache(vae, out / "latents", cfg.clips, cfg.frames, *shapes[0], world, **opts)
-        return out / "latents"
+        build_latent_cache(vae, root, cfg.clips, cfg.frames, *shapes[0], world, **opts)
+        return root
+    for stale in sorted(root.glob(SHARD_GLOB)):  # an earlier one-shape run's shards
+        log.info("removing %s: this run has %d shapes", stale, len(shapes))
+        stale.unlink()
     per = cfg.clips // len(shapes)
     for i, (h, w) in enumerate(shapes):
-        build_latent_cache(vae, out / "latents" / f"{h}x{w}", per, cfg.frames, h, w, world, first_index=i * per, **opts)
-    return out / "latents"
+        build_latent_cache(vae, root / f"{h}x{w}", per, cfg.frames, h, w, world, first_index=i * per, **opts)
+    return root
 
 
 @dataclass

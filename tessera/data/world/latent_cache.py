@@ -22,7 +22,7 @@ from einops import rearrange
 from tqdm import tqdm
 
 from tessera import checkpoint
-from tessera.data.shards import load_latent_groups, shard_name, write_shard
+from tessera.data.shards import SHARD_GLOB, load_latent_groups, shard_name, write_shard
 from tessera.data.world.captions import caption, simple_prompt
 from tessera.data.world.samples import clip_rng
 from tessera.data.world.scenes import WorldConfig, render, sample_spec
@@ -130,4 +130,7 @@ def build_latent_cache(
         if pool:
             pool.terminate()
     bar.close()
+    for stale in sorted(set(out.glob(SHARD_GLOB)) - set(paths)):  # an earlier build of more clips: not trained on
+        log.info("removing %s: this cache holds %d clips", stale, clips)
+        stale.unlink()
     return paths
