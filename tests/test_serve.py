@@ -4,6 +4,7 @@ import json
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -625,6 +626,43 @@ def test_serve_cli_refuses_a_second_server_on_one_data_folder(tmp_path, capsys):
     data.mkdir()
     with open(data / "server.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running server holds it
-        assert main(["serve", "--data", str(data), "--workers", "0"]) == 2
+        assert main(["serve", "--data", str(data), "--workers", "0", "--port", str(free_port())]) == 2
     assert "another tessera serve uses" in capsys.readouterr().err
     assert main(["serve", "--data", str(data), "--workers", "-1"]) == 2
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_cli_refuses_what_cannot_serve_before_loading_a_model(tmp_path, capsys):
+    import socket
+
+    from tessera.cli import main
+
+    vae_only = Path(__file__).resolve().parents[1] / "tessera" / "weights" / "tessera-footage-vae.safetensors"
+    (tmp_path / "file").write_text("x")
+    for args, needle in (
+        (["--port", "70000"], "--port 70000"),
+        (["--port", "0"], "--port 0"),
+        (["--workers", "1000"], "--workers 1000"),
+        (["--host", "not a host"], "--host 'not a host'"),
+        (["--data", str(tmp_path / "file")], "--data"),
+        (["--checkpoint", str(tmp_path / "missing.safetensors")], "does not exist"),
+        (["--checkpoint", str(vae_only)], "not a generation checkpoint"),
+        (["--retention-h", "nan"], "--retention-h"),
+        (["--max-queue", "0"], "--max-queue 0"),
+    ):
+        assert main(["serve", "--data", str(tmp_path / "data"), *args]) == 2, args
+        assert needle in capsys.readouterr().err, args
+    with socket.socket() as taken:  # a port something else listens on
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--data", str(tmp_path / "data"), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()  # nothing made

@@ -5,17 +5,61 @@ from __future__ import annotations
 import argparse
 import fcntl
 import logging
+import socket
 import sys
 from pathlib import Path
 
-from tessera.cli.common import UsageError
+from tessera.cli.common import UsageError, check_device, check_folder, check_number
+
+MAX_WORKERS = 64  # worker processes; each holds a model
+
+
+def check_listen(host: str, port: int) -> None:
+    """InputError unless this machine can listen on host:port now (a name that resolves, a port in
+    1..65535 that is free and allowed), before any model is loaded."""
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port {port} is outside 1..65535; 8000 is the default")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise UsageError(
+            f"--host {host!r} is not an address of this machine ({e}); use 127.0.0.1, or 0.0.0.0 for every network"
+        ) from e
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            raise UsageError(
+                f"cannot listen on {host}:{port} ({e.strerror}); stop what uses it or pass another --port"
+            ) from e
+
+
+def check_model_file(flag: str, path: str | None) -> None:
+    """InputError unless `path` is None or a generation checkpoint (its header is read, not its weights)."""
+    from tessera import checkpoint
+
+    if path is None:
+        return
+    _, _, meta = checkpoint.load(path, skip=("",))  # CheckpointError (exit 2) for a missing or damaged file
+    if meta.get("kind") != "generator":
+        raise UsageError(f"{flag} {path} is a {meta.get('kind')!r} file, not a generation checkpoint")
 
 
 def config_from_args(args: argparse.Namespace):
     from tessera.serve.settings import ServeConfig, default_data_dir
 
-    if args.workers is not None and args.workers < 0:
-        raise UsageError(f"--workers {args.workers} must be 0 or more")
+    if args.workers is not None and not 0 <= args.workers <= MAX_WORKERS:
+        raise UsageError(f"--workers {args.workers} is outside 0..{MAX_WORKERS}; each worker holds a model in memory")
+    for flag, v in (("--max-queue", args.max_queue), ("--rate-per-min", args.rate_per_min),
+                    ("--quota-per-day", args.quota_per_day)):  # fmt: skip
+        if v < 1:
+            raise UsageError(f"{flag} {v} must be 1 or more")
+    check_number("--retention-h", args.retention_h, 0.0, 24 * 365 * 10, low_open=True, hint="168 is a week")
+    check_folder("--data", args.data)
+    check_device("--device", args.device)
+    check_model_file("--checkpoint", args.checkpoint)
+    check_model_file("--student", args.student)
     cfg = ServeConfig(
         data_dir=Path(args.data) if args.data else default_data_dir(),
         checkpoint=args.checkpoint,
@@ -50,6 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ) from e
 
     cfg = config_from_args(args)
+    check_listen(args.host, args.port)
     cfg.make_dirs()
     lock = open(Path(cfg.data_dir) / "server.lock", "w")  # noqa: SIM115 (held for the life of the process)
     try:
