@@ -7,15 +7,24 @@ samples of one model would tune another. `claim` records a run's settings (a mod
 its file) in a JSON file the first time and refuses any other run in that folder afterwards, naming
 what differs. Settings listed as `free` (how often to save, how many training steps) may change
 between runs: a longer run continues the shorter one.
+
+Two runs at once in one folder (a command started twice, a retry while the first still runs) would
+interleave their writes: `exclusive` holds a lock on the folder for the life of a run, and the
+second is refused, naming the first's process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tessera.errors import InputError
+
+LOCK = ".tessera.lock"  # held by the run in a folder (`exclusive`)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -72,3 +81,36 @@ def claim(out: Path, name: str, settings: dict, free: Iterable[str] = ()) -> Non
             f"{out} holds a run with other settings ({listed(diff)}); run again with the same arguments to "
             "resume it, use a new --out, or delete the folder to start again"
         )
+
+
+@contextlib.contextmanager
+def exclusive(out: str | Path, command: str) -> Iterator[None]:
+    """Hold `out/.tessera.lock` while the body runs; InputError when another process holds it.
+
+    The kernel drops the lock when the holder exits, so a crash or a kill never leaves the folder
+    locked. Only the first process of a distributed run (RANK 0) takes it. A folder that cannot be
+    made is left to the command, which says why.
+    """
+    out = Path(out)
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / LOCK, "a+")  # noqa: SIM115 - held until the run ends
+    except OSError:
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise InputError(
+                f"another tessera {command} is running in {out} ({holder}); wait for it to end, or use another --out"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        yield

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import os
 
 import pytest
 
@@ -105,3 +106,35 @@ def test_default_settings_are_valid_and_replace_checks_again():
     assert dataclasses.replace(pc, seed=2**64 - 1).seed == 2**64 - 1
     with pytest.raises(InputError, match="--seed"):
         dataclasses.replace(sc, seed=-3)
+
+
+def test_a_second_run_in_the_same_folder_is_refused_and_a_killed_one_frees_it(tmp_path, monkeypatch, capsys):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tessera.cli import main
+    from tessera.run_folder import LOCK, exclusive
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from tessera.run_folder import exclusive\nimport time\n"
+         f"with exclusive({str(out)!r}, 'prefer'):\n    print('held', flush=True)\n    time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    try:
+        assert main(["prefer", "--out", str(out), "--prompts", "1"]) == 2
+        err = capsys.readouterr().err
+        assert f"another tessera prefer is running in {out} (pid {holder.pid})" in err
+        monkeypatch.setenv("RANK", "1")  # a second process of one distributed run shares the folder
+        with exclusive(out, "train"):
+            pass
+        monkeypatch.delenv("RANK")
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    time.sleep(0.05)
+    with exclusive(out, "prefer"):  # the kernel freed the lock with the killed process
+        assert (out / LOCK).read_text() == f"pid {os.getpid()}\n"

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from tessera.cli.common import UsageError, check_device, check_scheduler, log_to_stderr
+from tessera.run_folder import exclusive
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
@@ -38,7 +39,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
         print(json.dumps({"compact": str(packed)}))
         return 0
     log_to_stderr()  # progress lines on stderr; stdout stays the JSON summary
-    summary = train_student(args.teacher or bundled_path(), args.out, sc, device=args.device)
+    with exclusive(args.out, "distill"):
+        summary = train_student(args.teacher or bundled_path(), args.out, sc, device=args.device)
     print(json.dumps(summary))
     return 0
 

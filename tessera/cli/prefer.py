@@ -6,6 +6,7 @@ import argparse
 import json
 
 from tessera.cli.common import check_device, check_scheduler, log_to_stderr
+from tessera.run_folder import exclusive
 
 
 def cmd_prefer(args: argparse.Namespace) -> int:
@@ -24,7 +25,9 @@ def cmd_prefer(args: argparse.Namespace) -> int:
         wording=args.wording,
     )  # fmt: skip
     log_to_stderr()  # progress lines on stderr; stdout stays the JSON summary
-    print(json.dumps(tune(args.model or bundled_path(), args.out, pc, device=args.device)))
+    with exclusive(args.out, "prefer"):
+        summary = tune(args.model or bundled_path(), args.out, pc, device=args.device)
+    print(json.dumps(summary))
     return 0
 
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from tessera.cli.common import UsageError
+from tessera.run_folder import exclusive
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -56,7 +57,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
         runner = RayRunner(args.ray, args.workers, not args.quiet, gpus_per_encode=args.gpus_per_encode)
     try:
-        summary = prepare(args.src, args.out, cfg, workers=args.workers or 1, progress=not args.quiet, runner=runner)
+        with exclusive(args.out, "prepare"):
+            summary = prepare(
+                args.src, args.out, cfg, workers=args.workers or 1, progress=not args.quiet, runner=runner
+            )
     except (CheckpointError, ValueError) as e:  # settings, sources, checkpoint, out folder: exit 2
         if isinstance(e, UsageError):
             raise

@@ -18,6 +18,7 @@ from pathlib import Path
 from tessera.cli.common import UsageError, log_to_stderr
 from tessera.cli.flags import add_config_flags, given
 from tessera.config import ModelConfig
+from tessera.run_folder import exclusive
 from tessera.training.config import (
     DiTTrainConfig,
     RunConfig,
@@ -125,10 +126,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     p = plan(args)
     written: dict[str, str] = {}
-    if p.vae:
-        written |= _run_vae(p.run, p.model, p.vae)
-    if p.dit:
-        written |= _run_dit(p.run, p.model, p.dit)
+    with exclusive(p.run.out, "train"):
+        if p.vae:
+            written |= _run_vae(p.run, p.model, p.vae)
+        if p.dit:
+            written |= _run_dit(p.run, p.model, p.dit)
     print(json.dumps(written))
     return 0
 
