@@ -158,9 +158,11 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
         self.mod_offset = nn.Parameter(torch.zeros(6, d))  # per-block adaLN-single offset
 
-    def forward(self, x, mod, text_kv, text_mask, rope):
-        """x (B, N, D); mod (B, 1 or N, 6, D) shared modulation (one per clip, or per token); text_kv
-        this block's (k, v); text_mask (B, L)."""
+    def forward(self, x, mod, text, text_mask, rope):
+        """x (B, N, D); mod (B, 1 or N, 6, D) shared modulation (one per clip, or per token); text this
+        block's (k, v) from `DiT.prepare_text`, or the embedded text (B, L, D) to make them from here
+        (under FSDP a block's weights are gathered only inside its forward); text_mask (B, L)."""
+        text_kv = self.cross.keys_values(text) if isinstance(text, torch.Tensor) else text
         shift1, scale1, gate1, shift2, scale2, gate2 = (mod + self.mod_offset).unbind(2)  # each (B, 1 or N, D)
         h = self.norm1(x) * (1 + scale1) + shift1
         x = x + gate1 * self.attn(h, rope)
@@ -258,14 +260,16 @@ class DiT(nn.Module):
         x = self.x_embed(patchify(z, self.patch))  # (B, N, D)
         cond = self._conditioning(t, text_pooled)  # (B, 1 or N, D)
         mod = self.mod(cond).unflatten(-1, (6, -1))  # (B, 1 or N, 6, D)
-        if text_kv is None:
-            text_kv = self.prepare_text(text_tokens, text_mask)
+        if text_kv is None:  # each block makes its keys and values from the embedded text, in its own forward
+            texts, mask = [self.text_embed(text_tokens)] * len(self.blocks), text_mask  # (B, L, D) each
+        else:
+            texts, mask = text_kv.kv, text_kv.mask
         rope = self.rope(grid_positions(grid, device=z.device))  # cos, sin (N, Dh/2)
-        for block, kv in zip(self.blocks, text_kv.kv):
+        for block, text in zip(self.blocks, texts):
             if self.gradient_checkpointing and self.training:
-                x = checkpoint(block, x, mod, kv, text_kv.mask, rope, use_reentrant=False)
+                x = checkpoint(block, x, mod, text, mask, rope, use_reentrant=False)
             else:
-                x = block(x, mod, kv, text_kv.mask, rope)
+                x = block(x, mod, text, mask, rope)
         shift, scale = self.final_mod(cond).chunk(2, dim=-1)  # (B, 1 or N, D) each
         x = self.final_norm(x) * (1 + scale) + shift
         return unpatchify(self.final(x), grid, self.patch).float()  # (B, C, T, H, W)
