@@ -89,28 +89,35 @@ def exclusive(out: str | Path, command: str) -> Iterator[None]:
 
     The kernel drops the lock when the holder exits, so a crash or a kill never leaves the folder
     locked. Only the first process of a distributed run (RANK 0) takes it. A folder that cannot be
-    made is left to the command, which says why.
+    made is left to the command, which says why; a folder made here and left empty (a run refused
+    for its input) is removed again.
     """
     out = Path(out)
     if os.environ.get("RANK", "0") != "0":
         yield
         return
+    made = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         handle = open(out / LOCK, "a+")  # noqa: SIM115 - held until the run ends
     except OSError:
         yield
         return
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise InputError(
-                f"another tessera {command} is running in {out} ({holder}); wait for it to end, or use another --out"
-            ) from None
-        handle.truncate(0)
-        handle.write(f"pid {os.getpid()}\n")
-        handle.flush()
-        yield
+    try:
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise InputError(
+                    f"another tessera {command} is running in {out} ({holder}); wait for it to end, or use another --out"
+                ) from None
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()}\n")
+            handle.flush()
+            yield
+    finally:
+        if made and [p.name for p in out.iterdir()] == [LOCK]:  # a run that made nothing leaves no folder
+            (out / LOCK).unlink()
+            out.rmdir()

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tessera.cli.common import UsageError, log_to_stderr
+from tessera.cli.common import UsageError, check_folder, log_to_stderr
 from tessera.cli.flags import add_config_flags, given
 from tessera.config import ModelConfig
 from tessera.run_folder import exclusive
@@ -125,6 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps([{"name": r.name, "stages": r.stages, "summary": r.summary} for r in RECIPES.values()]))
         return 0
     p = plan(args)
+    check_folder("--out", p.run.out)
     written: dict[str, str] = {}
     with exclusive(p.run.out, "train"):
         if p.vae:

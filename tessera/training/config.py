@@ -8,6 +8,7 @@ bundled model's stage 1.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -182,8 +183,12 @@ def check_train(cfg: TrainConfig) -> None:
             f"steps {cfg.steps}, batch {cfg.batch}, checkpoint_every {cfg.checkpoint_every} and log_every "
             f"{cfg.log_every} must each be at least 1"
         )
-    if cfg.warmup_steps < 1 or cfg.lr < 0:
-        raise InputError(f"warmup_steps {cfg.warmup_steps} must be at least 1 and lr {cfg.lr} not negative")
+    if cfg.warmup_steps < 1 or not (math.isfinite(cfg.lr) and cfg.lr >= 0):
+        raise InputError(f"warmup_steps {cfg.warmup_steps} must be at least 1 and lr {cfg.lr} a number, not negative")
+    for name in ("min_lr_fraction", "weight_decay", "grad_clip", "time_limit_s"):
+        v = getattr(cfg, name, 0.0)
+        if not (math.isfinite(v) and v >= 0):
+            raise InputError(f"{name} {v} must be a finite number, not negative")
 
 
 def check_time_limit(cfg: VAETrainConfig | DiTTrainConfig, warmup_flag: str) -> None:
