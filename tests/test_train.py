@@ -223,7 +223,9 @@ def test_dit_quick_eval_judges_the_ema_weights_through_the_pipeline(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "a" / "dit_log.jsonl").read_text().splitlines()]
     scores = [r["eval"] for r in rows if "eval" in r]
     assert len(scores) == 1 and scores[0]["n"] == 2 and 0 <= scores[0]["colour"] <= 1, scores
-    assert len((tmp_path / "a" / "eval_ledger.jsonl").read_text().splitlines()) == 2
+    from tessera.safety.ledger import Ledger
+
+    assert len(Ledger(tmp_path / "a" / "eval_ledger.sqlite3").entries()) == 2  # the run's own ledger, not the user's
 
 
 def test_vae_time_limit_workers_and_init_from(tmp_path):

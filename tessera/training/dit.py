@@ -161,7 +161,7 @@ def _eval_pipeline(model_cfg: ModelConfig, vae: VideoVAE, dit: DiT, encoder, dev
     from tessera.safety.watermarker import Ledger
 
     pipe = TesseraPipeline(
-        dit, vae, encoder, config=model_cfg, name=name, device=device, ledger=Ledger(out / "eval_ledger.jsonl")
+        dit, vae, encoder, config=model_cfg, name=name, device=device, ledger=Ledger(out / "eval_ledger.sqlite3")
     )
     return lambda prompts, seeds: [o.frames for o in pipe(list(prompts), seed=list(seeds), num_inference_steps=steps)]
 
