@@ -96,7 +96,7 @@ class PreferenceConfig:
             raise InputError(
                 f"--samples {self.samples!r}: a pair needs at least 2 clips per prompt, and {MAX_SAMPLES} is the most"
             )
-        if not 1 <= self.steps <= MAX_STEPS:
+        if self.steps > MAX_STEPS:  # at least 1: a count above
             raise InputError(f"--steps {self.steps} is outside 1..{MAX_STEPS}; 12 is the default")
         for name, hint in (
             ("beta", "1000 is the default"),

@@ -75,14 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print("tessera: terminated", file=sys.stderr)
         return EXIT_TERMINATED
-    except Exception as e:  # a bug: one line and a hint, the traceback only when asked for
+    except Exception as e:  # one line; the traceback only when asked for
         if os.environ.get("TESSERA_DEBUG") == "1":
             traceback.print_exc()
         if out_of_memory(e):  # too large for this machine, not a bug
             print(f"tessera: error: out of memory ({one_line(e)[:200]}); {OUT_OF_MEMORY_HINT}", file=sys.stderr)
             return EXIT_INPUT
-        if environment_error(e):  # a full disk, a read-only folder: the place has to change, not the code
-            print(f"tessera: error: {environment_error(e)}", file=sys.stderr)
+        place = environment_error(e)  # a full disk, a read-only folder: the place has to change, not the code
+        if place:
+            print(f"tessera: error: {place}", file=sys.stderr)
             return EXIT_INPUT
         print(f"tessera: internal error: {type(e).__name__}: {one_line(e)[:300]} ({REPORT_HINT})", file=sys.stderr)
         return EXIT_INTERNAL
